@@ -1,0 +1,1 @@
+"""The Nexus kernel: plugins, lifecycle, events, services and configuration (no HTTP)."""

@@ -10,7 +10,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, overload
 
 from pydantic import (
     BaseModel,
@@ -177,6 +177,12 @@ class NexusConfig:
         """The plugin's settings without the `enabled` flag, {} when it has no section."""
         return {k: v for k, v in self.plugins.get(name, {}).items() if k != "enabled"}
 
+    @overload
+    def validate_plugin(self, name: str, model: type[_M]) -> _M: ...
+    @overload
+    def validate_plugin(self, name: str, model: None) -> None: ...
+    @overload
+    def validate_plugin(self, name: str, model: type[BaseModel] | None) -> BaseModel | None: ...
     def validate_plugin(self, name: str, model: type[BaseModel] | None) -> BaseModel | None:
         """Validate the plugin's section against its Config model; raise ConfigError if invalid."""
         value, problems = self._check_plugin(name, model)

@@ -1,0 +1,1 @@
+"""The FastAPI adapter: middleware, problem responses and (later) the app factory."""

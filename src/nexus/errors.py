@@ -118,8 +118,8 @@ class PermissionDeniedError(NexusError, PermissionError):
     def __init__(self, plugin: str, permission: str) -> None:
         self.plugin, self.permission = plugin, permission
         super().__init__(
-            f"Plugin {plugin!r} is not allowed to {permission.replace(':', ' ', 2)!r}. "
-            f'Add "{permission}" (or a wildcard covering it) to "permissions" in its manifest.json.'
+            f"Plugin {plugin!r} lacks permission {permission!r}. Add it (or a wildcard "
+            f'covering it) to "permissions" in the plugin\'s manifest.json.'
         )
 
 

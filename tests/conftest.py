@@ -1,0 +1,59 @@
+"""Shared fixtures: plugin directories written to tmp_path, configs loaded from real files."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from nexus.kernel.config import NexusConfig, load_config
+
+
+class PluginWriter:
+    """Writes real plugin packages (`<root>/<name>/manifest.json` + code) for tests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def write(
+        self,
+        name: str,
+        code: str = "",
+        *,
+        version: str = "1.0.0",
+        entry: str = "plugin:Main",
+        module: str = "plugin",
+        **manifest: Any,
+    ) -> Path:
+        directory = self.root / name
+        directory.mkdir(exist_ok=True)
+        body = {"name": name, "version": version, "entry": entry, **manifest}
+        (directory / "manifest.json").write_text(json.dumps(body, indent=2))
+        source = code or "from nexus import Plugin\n\nclass Main(Plugin):\n    pass\n"
+        (directory / f"{module}.py").write_text(textwrap.dedent(source))
+        return directory
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> PluginWriter:
+    """A plugin directory under tmp_path to write test plugins into."""
+    return PluginWriter(tmp_path / "plugins")
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., NexusConfig]:
+    """Write nexus.yaml (plugin_paths: [plugins]) with extra sections and load it."""
+
+    def make(**sections: Any) -> NexusConfig:
+        document: dict[str, Any] = {"plugin_paths": ["plugins"], "data_dir": "data", **sections}
+        path = tmp_path / "nexus.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return load_config(path, env={})
+
+    return make

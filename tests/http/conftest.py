@@ -91,7 +91,7 @@ def build_app(*, debug: bool = False) -> FastAPI:
     @app.get("/whoami")
     async def whoami(request: Request) -> dict[str, object]:
         return {
-            "request_id": request.state.request_id,
+            "request_id": getattr(request.state, "request_id", None),
             "correlation_id": correlation_id.get(),
             "client": request.client.host if request.client else None,
             "scheme": request.url.scheme,

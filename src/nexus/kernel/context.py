@@ -31,8 +31,8 @@ class Facet(Protocol):
     def activate(self) -> None:
         """Make everything staged during setup visible at once."""
 
-    def revoke(self) -> None:
-        """Remove everything the plugin registered through this facet."""
+    def revoke(self) -> object:
+        """Remove everything the plugin registered through this facet (may be awaitable)."""
 
 
 class FacetKey(Generic[T]):

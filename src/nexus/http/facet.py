@@ -1,0 +1,136 @@
+"""`ctx.http`: a plugin's routes and middleware, owned by the platform and revoked on stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+
+from nexus.errors import NexusError
+from nexus.http.routing import PluginDispatcher, build_plugin_app
+from nexus.http.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from nexus.kernel.context import PluginContext
+
+#: How long a stopping plugin's in-flight requests may run before it is torn down anyway.
+DRAIN_TIMEOUT = 10.0
+
+
+@dataclass(order=True, frozen=True)
+class _Layer:
+    position: int
+    owner: str
+    factory: Any = field(compare=False)
+    options: dict[str, Any] = field(compare=False)
+
+
+class PluginMiddlewareSlot:
+    """Middleware contributed by plugins, recomposed whenever one is added or removed.
+
+    `app.add_middleware()` cannot change a running app, so plugins' middleware lives here, in
+    a list the platform owns; a request pays one call when no plugin adds any.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._inner = app
+        self._layers: list[_Layer] = []
+        self._composed: ASGIApp = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._composed(scope, receive, send)
+
+    def add(
+        self, owner: str, factory: Any, position: int, options: dict[str, Any]
+    ) -> Callable[[], None]:
+        """Insert a layer (lower positions wrap outermost); returns a callable removing it."""
+        layer = _Layer(position, owner, factory, options)
+        self._layers.append(layer)
+        self._compose()
+
+        def remove() -> None:
+            if layer in self._layers:
+                self._layers.remove(layer)
+                self._compose()
+
+        return remove
+
+    def _compose(self) -> None:
+        app = self._inner
+        for layer in sorted(self._layers, reverse=True):
+            app = layer.factory(app, **layer.options)
+        self._composed = app
+
+
+class PluginHttp:
+    """The HTTP facet of one plugin: routers and middleware staged, then served together."""
+
+    def __init__(
+        self,
+        ctx: PluginContext[Any],
+        dispatcher: PluginDispatcher,
+        slot: PluginMiddlewareSlot,
+        *,
+        debug: bool,
+    ) -> None:
+        self._ctx, self._dispatcher, self._slot, self._debug = ctx, dispatcher, slot, debug
+        self._routers: list[tuple[APIRouter, str]] = []
+        self._layers: list[tuple[Any, int, dict[str, Any]]] = []
+        self._removers: list[Callable[[], None]] = []
+        self._is_active = False
+
+    def include_router(self, router: Any, *, prefix: str = "") -> None:
+        """Serve a FastAPI APIRouter under /api/<plugin><prefix>."""
+        if not isinstance(router, APIRouter):
+            raise NexusError(
+                f"Plugin {self._ctx.name!r}: ctx.http.include_router() takes a fastapi.APIRouter, "
+                f"got {type(router).__name__}."
+            )
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/")):
+            raise NexusError(
+                f"Plugin {self._ctx.name!r}: router prefix {prefix!r} must start with '/' and not "
+                f"end with one, e.g. '/users'."
+            )
+        self._routers.append((router, prefix))
+        if self._is_active:
+            self._mount()
+
+    def add_middleware(self, middleware: Any, *, position: int = 0, **options: Any) -> None:
+        """Add a pure ASGI middleware (`middleware(app, **options)`) to every request.
+
+        Lower positions wrap outermost; ties are ordered by plugin name.
+        """
+        if not callable(middleware):
+            raise NexusError(
+                f"Plugin {self._ctx.name!r}: middleware must be an ASGI middleware class, "
+                f"got {middleware!r}."
+            )
+        self._layers.append((middleware, position, options))
+        if self._is_active:
+            self._removers.append(self._slot.add(self._ctx.name, middleware, position, options))
+
+    def _mount(self) -> None:
+        if self._routers:
+            app = build_plugin_app(
+                self._ctx.name, self._routers, debug=self._debug, context=self._ctx
+            )
+            self._dispatcher.mount(self._ctx.name, app)
+
+    def activate(self) -> None:
+        """Serve the staged routers and middleware (the plugin became active)."""
+        self._mount()
+        for middleware, position, options in self._layers:
+            self._removers.append(self._slot.add(self._ctx.name, middleware, position, options))
+        self._is_active = True
+
+    async def revoke(self) -> None:
+        """Stop serving the plugin; in-flight requests finish first (bounded)."""
+        self._is_active = False
+        for remove in self._removers:
+            remove()
+        self._removers.clear()
+        self._layers.clear()
+        self._routers.clear()
+        await self._dispatcher.unmount(self._ctx.name, drain_timeout=DRAIN_TIMEOUT)

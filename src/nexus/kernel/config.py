@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -105,6 +106,7 @@ class _LoadArgs:
     environment: str | None
     env: Mapping[str, str] | None
     sections: Mapping[str, type[BaseModel]] | None
+    overrides: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,11 @@ class NexusConfig:
         """Load the configuration again from the same files, environment and sections."""
         args = self._args
         return load_config(
-            args.path, environment=args.environment, env=args.env, sections=args.sections
+            args.path,
+            environment=args.environment,
+            env=args.env,
+            sections=args.sections,
+            overrides=args.overrides,
         )
 
     def changed_plugins(self, other: NexusConfig) -> set[str]:
@@ -263,6 +269,7 @@ def load_config(
     environment: str | None = None,
     env: Mapping[str, str] | None = None,
     sections: Mapping[str, type[BaseModel]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> NexusConfig:
     """Load and validate the layered configuration; raise ConfigError listing every problem.
 
@@ -272,8 +279,9 @@ def load_config(
             NEXUS_ENV, NEXUS__APP__ENVIRONMENT, the base file's `app.environment`, "development".
         env: environment variables for `NEXUS__*` and `${VAR}`; defaults to os.environ.
         sections: extra top-level sections other layers validate, e.g. {"http": HttpSettings}.
+        overrides: settings given in code (tests, embedding apps), applied last.
     """
-    args = _LoadArgs(path, environment, env, sections)
+    args = _LoadArgs(path, environment, env, sections, overrides)
     environ: Mapping[str, str] = os.environ if env is None else env
     extra = dict(sections or {})
     if clash := sorted(extra.keys() & _TOP_LEVEL):
@@ -306,6 +314,8 @@ def load_config(
             _merge(tree, sources, document.data, _line_sources(str(overlay), document.lines))
     _merge(tree, sources, env_tree, env_sources)
     problems.extend(env_problems)
+    if overrides:
+        _merge(tree, sources, copy.deepcopy(dict(overrides)), _code_sources(overrides))
 
     if (problem := _apply_environment(tree, sources, chosen, chooser)) is not None:
         problems.append(problem)
@@ -317,6 +327,16 @@ def load_config(
     if problems or config is None:
         raise ConfigError(problems)
     return config
+
+
+def _code_sources(data: Mapping[str, Any], path: KeyPath = ()) -> dict[KeyPath, str]:
+    found: dict[KeyPath, str] = {}
+    for key, value in data.items():
+        here = (*path, str(key))
+        found[here] = "settings passed in code"
+        if isinstance(value, Mapping):
+            found.update(_code_sources(value, here))
+    return found
 
 
 def _base_file(

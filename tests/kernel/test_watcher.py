@@ -206,6 +206,21 @@ async def test_disabled_plugin_reload_is_reported_as_disabled(
     assert setups(plugins) == []
 
 
+async def test_blocked_reload_is_reported_with_its_reason(
+    plugins: PluginWriter, kernel: Kernel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A manifest edited to require a missing plugin leaves it blocked, and the log says why."""
+    write(plugins, "alpha", "a1")
+    async with kernel:
+        watcher = PluginWatcher(kernel)
+        await watcher.prime()
+        plugins.write("alpha", COUNTING.format(word="a2"), requires={"ghost": ""})
+        with caplog.at_level(logging.INFO, logger="nexus.reload"):
+            assert await settle(watcher) == ["alpha"]
+        assert kernel.plugins.status("alpha").state is S.BLOCKED
+    assert "Reloaded plugin alpha: blocked: needs 'ghost', which is not installed" in caplog.text
+
+
 async def test_background_polling_reloads_and_stops(plugins: PluginWriter, kernel: Kernel) -> None:
     """Started, the watcher polls by itself; stopped, it no longer reacts to changes."""
     write(plugins, "alpha", "a1")

@@ -206,11 +206,8 @@ def _report(verb: str, status: PluginStatus) -> None:
         logger.info("%s plugin %s: active", verb, status.name)
     elif status.state is PluginState.DISABLED:
         logger.info("%s plugin %s: disabled in the configuration", verb, status.name)
+    elif status.state is PluginState.FAILED and status.reason:
+        logger.error("%s plugin %s: %s", verb, status.name, status.reason)  # "failed at <stage>"
     else:
-        logger.error(
-            "%s plugin %s: %s (%s)",
-            verb,
-            status.name,
-            status.state.value,
-            status.reason or "no reason given",
-        )
+        reason = f": {status.reason}" if status.reason else ""
+        logger.error("%s plugin %s: %s%s", verb, status.name, status.state.value, reason)

@@ -237,7 +237,7 @@ class Mailbox:
         return item
 
 
-def _released(event: Event) -> None:
+async def _released(event: Event) -> None:
     """Stands in for a handler after unsubscribe, so that nothing references it any more."""
 
 
@@ -314,8 +314,9 @@ class Subscription(Mailbox):
         normal, other, putters = self.normal, self.other, self.putters
         popleft = normal.popleft
         topics_get, topics = self.topics.get, self.topics
+        last_topic, last_counters = "", Counters()  # most events repeat the previous topic
         get_cid, set_cid = _correlation_id.get, _correlation_id.set
-        now = time.monotonic
+        now, is_async = time.monotonic, self.is_async
         task = cast("asyncio.Task[None]", asyncio.current_task())
         item: Item | None
         while True:
@@ -339,7 +340,7 @@ class Subscription(Mailbox):
                 set_cid(cid)  # events published by the handler inherit it
             self.started = now()
             try:
-                if self.is_async:
+                if is_async:
                     await self.handler(event)
                 else:
                     result = self.handler(event)
@@ -357,7 +358,10 @@ class Subscription(Mailbox):
             else:
                 if not self.timing_out:
                     self.delivered += 1
-                    (topics_get(event.type) or counters_for(topics, event.type)).delivered += 1
+                    if event.type is not last_topic:
+                        last_topic = event.type
+                        last_counters = topics_get(last_topic) or counters_for(topics, last_topic)
+                    last_counters.delivered += 1
                     if tracker is not None:
                         tracker.finish(self)
                     continue

@@ -31,7 +31,7 @@ def test_help_lists_the_commands(nexus: Nexus) -> None:
     result = nexus("--help")
     assert result.exit_code == 0
     listed = result.stdout.split("Commands:")[1].split()
-    assert {"plugins", "config", "doctor"} <= set(listed)
+    assert {"run", "plugins", "config", "doctor"} <= set(listed)
     assert "2 usage or configuration error" in result.stdout
 
 

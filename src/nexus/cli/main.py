@@ -11,6 +11,7 @@ from nexus.cli._options import CommandError, FailedError
 from nexus.cli.config import config_group
 from nexus.cli.doctor import doctor
 from nexus.cli.plugins import plugins
+from nexus.cli.run import run
 from nexus.errors import ConfigError, NexusError
 
 
@@ -48,4 +49,4 @@ def register_commands(*commands: click.Command) -> None:
         main.add_command(command)
 
 
-register_commands(plugins, config_group, doctor)
+register_commands(run, plugins, config_group, doctor)

@@ -543,6 +543,12 @@ async def test_invalid_topics_patterns_and_options_are_rejected_with_reasons() -
             bus.subscribe("user.*", Recorder(), owner="audit", mode="fanout", timeout=0, retries=-1)  # type: ignore[arg-type]
         with pytest.raises(EventError, match="the handler must be callable, got 'oops'"):
             bus.subscribe("user.*", "oops")  # type: ignore[arg-type]
+        with pytest.raises(EventError, match="priority must be an integer, got 'high'"):
+            bus.subscribe("user.*", Recorder(), priority="high")  # type: ignore[arg-type]
+        with pytest.raises(EventError, match=r"'user\.created': priority must be an integer"):
+            await bus.publish("user.created", priority=1.5)  # type: ignore[arg-type]
+        with pytest.raises(EventError, match="priority must be an integer"):
+            await bus.publish_and_wait("user.created", priority="high")  # type: ignore[arg-type]
         assert bus.subscriptions() == []
     with pytest.raises(
         EventError, match="queue_size must be at least 1, got 0; retries must be 0 or more, got -1"

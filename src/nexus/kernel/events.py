@@ -41,6 +41,7 @@ from nexus.kernel.topics import matches, validate_pattern, validate_topic
 __all__ = [
     "DeadLetter",
     "DeadLetterStore",
+    "Deliver",
     "DeliveryReport",
     "Event",
     "EventBus",
@@ -283,8 +284,7 @@ class DeadLetterStore:
         self._letters.clear()
         return count
 
-    def add(self, letter: DeadLetter) -> None:
-        """Keep `letter`, dropping the oldest past the limit."""
+    def _add(self, letter: DeadLetter) -> None:
         letters = self._letters
         letters[letter.id] = letter
         while len(letters) > self._limit:
@@ -445,6 +445,8 @@ class EventBus:
         """
         if not self._is_running:
             raise self._not_running("publish to", topic)
+        if priority and priority.__class__ is not int:
+            raise _bad_priority(topic, priority)
         route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
@@ -496,6 +498,8 @@ class EventBus:
         """
         if not self._is_running:
             raise self._not_running("publish to", topic)
+        if priority and priority.__class__ is not int:
+            raise _bad_priority(topic, priority)
         route = self._routes.get(topic)
         if route is None:
             route = self._route(topic)
@@ -622,6 +626,8 @@ class EventBus:
         problems = []
         if not callable(handler):
             problems.append(f"the handler must be callable, got {handler!r}")
+        if priority.__class__ is not int:
+            problems.append(f"priority must be an integer, got {priority!r}")
         if mode not in _MODES:
             problems.append(f"mode must be 'shared' or 'broadcast', got {mode!r}")
         if timeout is not None and not timeout > 0:
@@ -734,7 +740,7 @@ class EventBus:
             attempts=attempts,
             time=time.time(),
         )
-        self.dead_letters.add(letter)
+        self.dead_letters._add(letter)
         counters_for(self._topics, event.type).dead_lettered += 1
         logger.error(
             "Handler %r of plugin %r failed on event %r (%s) after %d attempt(s), "
@@ -772,3 +778,10 @@ class EventBus:
             await self._wait_for_room(event, item, [sub])
         self.dead_letters.discard(letter.id)
         return await self._outcome(tracker, None)
+
+
+def _bad_priority(topic: str, priority: object) -> EventError:
+    return EventError(
+        f"Cannot publish to {topic!r}: priority must be an integer (higher is handled first, "
+        f"0 by default), got {priority!r}."
+    )

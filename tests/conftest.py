@@ -57,3 +57,36 @@ def make_config(tmp_path: Path) -> Callable[..., NexusConfig]:
         return load_config(path, env={})
 
     return make
+
+
+def _server_or_skip(start: Callable[[], Any]) -> Any:
+    from nexus.testing.servers import ServerUnavailable, services_required
+
+    try:
+        return start()
+    except ServerUnavailable as exc:
+        if services_required():
+            pytest.fail(f"{exc}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Any:
+    """A real redis-server on a free loopback port for the whole test session."""
+    from nexus.testing.servers import redis_server as server
+
+    manager = server()
+    running = _server_or_skip(manager.__enter__)
+    yield running
+    manager.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Any:
+    """A real PostgreSQL cluster on a free loopback port for the whole test session."""
+    from nexus.testing.servers import postgres_server as server
+
+    manager = server()
+    running = _server_or_skip(manager.__enter__)
+    yield running
+    manager.__exit__(None, None, None)

@@ -378,7 +378,10 @@ class EventBus:
         self._watchdog.start(watch_interval(min(timeouts)))
 
     async def close(self, *, grace: float = 1.0) -> None:
-        """Stop taking events, give queued ones `grace` seconds to finish, cancel the rest."""
+        """Stop taking events, give queued ones `grace` seconds to finish, cancel the rest.
+
+        Publishing is refused from the moment close begins, also from handlers still draining.
+        """
         if self._state in ("closing", "closed"):
             return
         was_running = self._state == "running"
@@ -441,7 +444,8 @@ class EventBus:
         """Publish an event; returns once it is queued for every matching subscriber.
 
         `correlation_id` defaults to the current request's. While a subscriber's queue is full,
-        this waits up to `publish_timeout` seconds, then raises EventQueueFullError.
+        this waits up to `publish_timeout` seconds, then raises EventQueueFullError. Raises
+        EventError for an invalid topic, and before `start()` or once `close()` has begun.
         """
         if not self._is_running:
             raise self._not_running("publish to", topic)

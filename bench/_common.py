@@ -1,0 +1,311 @@
+"""Shared helpers for the HTTP benchmarks: servers on free loopback ports, wrk runs, tables.
+
+Follows PERF-NOTES: one uvicorn worker (uvloop + httptools, no access log) pinned to CPU 0,
+wrk pinned to CPU 1, `wrk -t1 -c32 --latency`, sides alternated, medians of the rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+CONNECTIONS = 32
+
+#: nexus.yaml for the Nexus side: the default middleware stack in production. The rate limiter
+#: stays in the stack (its cost is measured) but with a bucket no benchmark can empty, since
+#: every wrk connection comes from one address and the default (20/s) would answer 429s.
+NEXUS_YAML = """\
+app: {{name: bench, environment: production}}
+plugin_paths: [{plugins}]
+data_dir: {data}
+http:
+  rate_limit: {{rate: 1000000000, burst: 1000000000}}
+"""
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """`--duration` (seconds per wrk run, default 10) and `--rounds` (default 3)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    return parser
+
+
+def require_wrk() -> str:
+    """The wrk binary, or exit saying how to install it."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed: run `apt-get install -y wrk` (Debian).")
+    return wrk
+
+
+def pinned(cpu: str, command: Sequence[str]) -> list[str]:
+    """`command` pinned to `cpu` with taskset when it is available (it is on Debian)."""
+    taskset = shutil.which("taskset")
+    if taskset is None or (os.cpu_count() or 1) < 2:
+        return list(command)
+    return [taskset, "-c", cpu, *command]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """One GET request on a fresh connection; returns (status, body)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@dataclass
+class Server:
+    """A uvicorn process serving `target` (`module:attribute`) from `app_dir`."""
+
+    label: str
+    target: str
+    app_dir: Path
+    ready_path: str
+    factory: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until `ready_path` answers 200."""
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            self.target,
+            "--app-dir",
+            str(self.app_dir),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        if self.factory:
+            command.append("--factory")
+        self.log = self.app_dir / f"server-{self.label.replace(' ', '_')}.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                pinned(SERVER_CPU, command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"{self.label} server exited:\n{self.log_text()}")
+            try:
+                status, body = get(self.port, self.ready_path)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if status == 200:
+                return
+            raise SystemExit(f"{self.label} answered {status} on {self.ready_path}: {body!r}")
+        self.stop()
+        raise SystemExit(f"{self.label} did not become ready within {timeout:g} s")
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def log_text(self) -> str:
+        """What the server printed (warnings and errors only, at --log-level warning)."""
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the server by its pid: SIGTERM, then SIGKILL if it lingers."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running(*servers: Server) -> Iterator[tuple[Server, ...]]:
+    """Start every server (in order) and stop them all on exit."""
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run reports."""
+
+    requests: int
+    seconds: float
+    rps: float
+    latency_ms: dict[str, float]  # "50", "75", "90", "99" -> milliseconds
+    max_ms: float = float("nan")
+    non_2xx: int = 0
+    socket_errors: int = 0
+
+    @property
+    def failures(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS_MS[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Requests, requests/s, latency percentiles and failures from `wrk --latency` output."""
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", output)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if total is None or rps is None:
+        raise SystemExit(f"could not read wrk's output:\n{output}")
+    latency = {
+        percent: _ms(value)
+        for percent, value in re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", output, re.MULTILINE)
+    }
+    maximum = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.MULTILINE)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        requests=int(total.group(1)),
+        seconds=_ms(total.group(2) + total.group(3)) / 1000,
+        rps=float(rps.group(1)),
+        latency_ms=latency,
+        max_ms=_ms(maximum.group(1)) if maximum else float("nan"),
+        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+    )
+
+
+def wrk_command(url: str, duration: float, connections: int = CONNECTIONS) -> list[str]:
+    """The pinned wrk command line of PERF-NOTES for `url` (wrk takes whole seconds)."""
+    seconds = max(1, round(duration))
+    return pinned(
+        LOAD_CPU,
+        [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+    )
+
+
+def run_wrk(url: str, duration: float, connections: int = CONNECTIONS) -> WrkResult:
+    """Load `url` for `duration` seconds and return what wrk measured."""
+    done = subprocess.run(
+        wrk_command(url, duration, connections), check=True, capture_output=True, text=True
+    )
+    return parse_wrk(done.stdout)
+
+
+def start_wrk(url: str, duration: float, connections: int = CONNECTIONS) -> subprocess.Popen[str]:
+    """Start wrk in the background; `stop_wrk` ends it early and reads its report."""
+    return subprocess.Popen(
+        wrk_command(url, duration, connections),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_wrk(process: subprocess.Popen[str]) -> WrkResult:
+    """Interrupt a running wrk (it reports what it measured so far) and parse the report."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # wrk stops its threads and prints its statistics
+    output, _ = process.communicate(timeout=30)
+    return parse_wrk(output)
+
+
+def alternate(
+    targets: Sequence[tuple[str, str]], duration: float, rounds: int, *, warmup: float = 2.0
+) -> dict[str, list[WrkResult]]:
+    """Load each (label, url) in turn, `rounds` times, after a short warm-up of each."""
+    for _, url in targets:
+        run_wrk(url, warmup)
+    results: dict[str, list[WrkResult]] = {label: [] for label, _ in targets}
+    for round_index in range(rounds):
+        order = targets if round_index % 2 == 0 else list(reversed(targets))
+        for label, url in order:
+            result = run_wrk(url, duration)
+            results[label].append(result)
+            print(
+                f"  round {round_index + 1}: {label:<28} {result.rps:10.0f} req/s  "
+                f"p99 {result.latency_ms.get('99', float('nan')):7.2f} ms  "
+                f"failures {result.failures}",
+                flush=True,
+            )
+    return results
+
+
+def median_rps(results: list[WrkResult]) -> float:
+    return statistics.median(result.rps for result in results)
+
+
+def median_latency(results: list[WrkResult], percent: str) -> float:
+    return statistics.median(result.latency_ms.get(percent, float("nan")) for result in results)
+
+
+def print_table(results: dict[str, list[WrkResult]]) -> None:
+    """One line per side: median requests/s and latency percentiles, and total failures."""
+    header = f"{'':30} {'req/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'failures':>9}"
+    print(header)
+    for label, runs in results.items():
+        print(
+            f"{label:30} {median_rps(runs):10.0f} {median_latency(runs, '50'):8.2f} "
+            f"{median_latency(runs, '90'):8.2f} {median_latency(runs, '99'):8.2f} "
+            f"{sum(run.failures for run in runs):9d}"
+        )
+
+
+def write_nexus_config(root: Path, plugins: Path) -> Path:
+    """nexus.yaml for the Nexus side (see NEXUS_YAML) in `root`."""
+    path = root / "nexus.yaml"
+    path.write_text(NEXUS_YAML.format(plugins=plugins, data=root / "data"))
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import re
 import tempfile
 import typing
 from collections.abc import Iterator, Mapping
@@ -17,7 +16,7 @@ from nexus.cli.inventory import ConfigCheck, Inventory, check_plugin_configs, ta
 from nexus.errors import ConfigError
 from nexus.http.app import load_app_config
 from nexus.http.settings import HttpSettings
-from nexus.kernel.config import NexusConfig
+from nexus.kernel.config import NexusConfig, is_secret_key
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -26,7 +25,6 @@ PERFORMANCE_EXTRAS: Final = {
     "uvloop": "a faster event loop",
     "httptools": "a faster HTTP parser",
 }
-_SECRET_WORDS: Final = ("password", "passwd", "secret", "credential", "apikey", "privatekey")
 _PLACEHOLDERS: Final = frozenset(
     {"changeme", "change-me", "change_me", "replaceme", "replace-me", "replace_me", "todo",
      "fixme", "xxx", "secret", "password", "example", "dummy", "placeholder", "default"}
@@ -218,16 +216,6 @@ def _check_production(checkup: Checkup, config: NexusConfig, configs: ConfigChec
         checkup.add("FAIL", "secrets", "secrets are missing or placeholders", secrets)
     else:
         checkup.add("OK", "secrets", "every secret is set")
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a config key names a secret: password, secret, token, api key, private key..."""
-    lowered = key.lower()
-    if lowered.endswith(("_key", "token")):
-        return True
-    if any(word in lowered.replace("_", "") for word in _SECRET_WORDS):
-        return True
-    return "token" in re.split(r"[^a-z0-9]+", lowered)
 
 
 def is_placeholder(value: str) -> bool:

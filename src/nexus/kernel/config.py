@@ -590,7 +590,7 @@ def _describe(error: ErrorDetails, path: KeyPath, model: type[BaseModel] | None,
         variable = _ENV_PREFIX + "__".join(key.upper() for key in path)
         return f"Field required; add it to the configuration file or set {variable}"
     message = _PARSE_DETAIL.sub("", error["msg"])
-    if any(_looks_secret(key) for key in path) or _is_secret_field(model, inner):
+    if any(is_secret_key(key) for key in path) or _is_secret_field(model, inner):
         return f"{message} (value hidden: it is a secret)"
     return f"{message}, got {_show(error['input'])}"
 
@@ -648,9 +648,11 @@ def _is_model(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
-def _looks_secret(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
+    """Whether a config key name suggests a secret (password, token, api_key, ...)."""
     lowered = key.lower()
-    if lowered.endswith(("_key", "token")) or any(word in lowered for word in _SECRET_WORDS):
+    squashed = lowered.replace("_", "").replace("-", "")
+    if lowered.endswith(("_key", "token")) or any(word in squashed for word in _SECRET_WORDS):
         return True
     # "token" alone would also hide harmless keys such as "max_tokens".
     return "token" in re.split(r"[^a-z0-9]+", lowered)
@@ -659,7 +661,7 @@ def _looks_secret(key: str) -> bool:
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: MASK if _looks_secret(str(k)) and v is not None else _redact(v)
+            k: MASK if is_secret_key(str(k)) and v is not None else _redact(v)
             for k, v in value.items()
         }
     if isinstance(value, list):

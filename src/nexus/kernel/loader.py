@@ -101,6 +101,10 @@ def directory_module(name: str, module: str) -> str:
 def import_directory_plugin(name: str, directory: Path, module: str, attribute: str) -> object:
     """Import `module:attribute` from the plugin package at `directory`."""
     _install()
+    previous = _finder.directories.get(name)
+    if previous is not None and previous != directory:
+        # Another directory served this name before: its modules must not be reused.
+        forget(f"{PACKAGE}.{name}", directory_plugin=name)
     _finder.directories[name] = directory
     return _import(directory_module(name, module), attribute, f"plugin directory {directory}")
 

@@ -45,8 +45,6 @@ def build_config(
     return load_config(None, env={}, overrides=overrides, sections=sections)
 
 
-
-
 def create_test_kernel(
     *,
     plugins: Iterable[PluginSource | Plugin] = (),

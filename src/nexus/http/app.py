@@ -112,15 +112,20 @@ def create_app(
 
     dispatcher = PluginDispatcher(platform)
     app.dispatcher = dispatcher
-    slot = PluginMiddlewareSlot(dispatcher)
+    slots = {
+        "application": PluginMiddlewareSlot(dispatcher),
+        "authentication": PluginMiddlewareSlot(None),
+    }
     dispatcher.on_change = _invalidate_openapi(app)
     kernel.plugins.add_listener(dispatcher.on_state)
 
     def http_facet(ctx: PluginContext[Any]) -> PluginHttp:
-        return PluginHttp(ctx, dispatcher, slot, debug=debug)
+        return PluginHttp(ctx, dispatcher, slots, debug=debug)
 
     kernel.register_facet(HTTP, http_facet)
-    app._entry = build_middleware_stack(slot, settings, debug=debug)
+    app._entry = build_middleware_stack(
+        slots["application"], settings, debug=debug, authentication=slots["authentication"].wrap
+    )
     _add_health_routes(app, kernel)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 #: How long a stopping plugin's in-flight requests may run before it is torn down anyway.
 DRAIN_TIMEOUT = 10.0
 
+#: Root paths the platform itself serves; plugins cannot take them with `at=`.
+RESERVED_ROOTS = frozenset({"api", "livez", "readyz", "docs", "redoc", "openapi.json"})
+
 
 @dataclass(order=True, frozen=True)
 class _Layer:
@@ -27,6 +30,10 @@ class _Layer:
     options: dict[str, Any] = field(compare=False)
 
 
+async def _unwrapped(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("PluginMiddlewareSlot.wrap() was never called")
+
+
 class PluginMiddlewareSlot:
     """Middleware contributed by plugins, recomposed whenever one is added or removed.
 
@@ -34,10 +41,16 @@ class PluginMiddlewareSlot:
     a list the platform owns; a request pays one call when no plugin adds any.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._inner = app
+    def __init__(self, app: ASGIApp | None = None) -> None:
+        self._inner: ASGIApp = app if app is not None else _unwrapped
         self._layers: list[_Layer] = []
-        self._composed: ASGIApp = app
+        self._composed: ASGIApp = self._inner
+
+    def wrap(self, app: ASGIApp) -> PluginMiddlewareSlot:
+        """Put the slot in front of `app` (for slots placed inside a middleware stack)."""
+        self._inner = app
+        self._compose()
+        return self
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._composed(scope, receive, send)
@@ -71,18 +84,22 @@ class PluginHttp:
         self,
         ctx: PluginContext[Any],
         dispatcher: PluginDispatcher,
-        slot: PluginMiddlewareSlot,
+        slots: dict[str, PluginMiddlewareSlot],
         *,
         debug: bool,
     ) -> None:
-        self._ctx, self._dispatcher, self._slot, self._debug = ctx, dispatcher, slot, debug
-        self._routers: list[tuple[APIRouter, str]] = []
-        self._layers: list[tuple[Any, int, dict[str, Any]]] = []
+        self._ctx, self._dispatcher, self._slots, self._debug = ctx, dispatcher, slots, debug
+        self._routers: list[tuple[APIRouter, str, str | None]] = []
+        self._layers: list[tuple[Any, int, str, dict[str, Any]]] = []
         self._removers: list[Callable[[], None]] = []
         self._is_active = False
 
-    def include_router(self, router: Any, *, prefix: str = "") -> None:
-        """Serve a FastAPI APIRouter under /api/<plugin><prefix>."""
+    def include_router(self, router: Any, *, prefix: str = "", at: str | None = None) -> None:
+        """Serve a FastAPI APIRouter under /api/<plugin><prefix>.
+
+        `at="/admin"` serves it under a root path instead; the manifest must grant
+        `http:mount:admin`, and only one active plugin may serve a root path.
+        """
         if not isinstance(router, APIRouter):
             raise NexusError(
                 f"Plugin {self._ctx.name!r}: ctx.http.include_router() takes a fastapi.APIRouter, "
@@ -93,36 +110,65 @@ class PluginHttp:
                 f"Plugin {self._ctx.name!r}: router prefix {prefix!r} must start with '/' and not "
                 f"end with one, e.g. '/users'."
             )
-        self._routers.append((router, prefix))
+        if at is not None:
+            segment = at[1:] if at.startswith("/") else ""
+            if not segment or "/" in segment or segment in RESERVED_ROOTS:
+                reserved = ", ".join(f"/{r}" for r in sorted(RESERVED_ROOTS))
+                raise NexusError(
+                    f"Plugin {self._ctx.name!r}: at={at!r} must be one path segment such as "
+                    f"'/admin', and not one the platform serves ({reserved})."
+                )
+            self._ctx.permissions.check_mount(segment)
+        self._routers.append((router, prefix, at))
         if self._is_active:
             self._mount()
 
-    def add_middleware(self, middleware: Any, *, position: int = 0, **options: Any) -> None:
+    def add_middleware(
+        self,
+        middleware: Any,
+        *,
+        position: int = 0,
+        stage: Literal["authentication", "application"] = "application",
+        **options: Any,
+    ) -> None:
         """Add a pure ASGI middleware (`middleware(app, **options)`) to every request.
 
-        Lower positions wrap outermost; ties are ordered by plugin name.
+        Stage "authentication" runs before rate limiting (so it can identify the caller in
+        `scope["state"]["user"]`); "application" runs right before the routes. Within a stage,
+        lower positions wrap outermost; ties are ordered by plugin name.
         """
         if not callable(middleware):
             raise NexusError(
                 f"Plugin {self._ctx.name!r}: middleware must be an ASGI middleware class, "
                 f"got {middleware!r}."
             )
-        self._layers.append((middleware, position, options))
+        if stage not in self._slots:
+            raise NexusError(
+                f"Plugin {self._ctx.name!r}: middleware stage {stage!r} is not one of "
+                f"{', '.join(sorted(self._slots))}."
+            )
+        self._layers.append((middleware, position, stage, options))
         if self._is_active:
-            self._removers.append(self._slot.add(self._ctx.name, middleware, position, options))
+            self._add_layer(middleware, position, stage, options)
+
+    def _add_layer(
+        self, middleware: Any, position: int, stage: str, options: dict[str, Any]
+    ) -> None:
+        self._removers.append(self._slots[stage].add(self._ctx.name, middleware, position, options))
 
     def _mount(self) -> None:
         if self._routers:
             app = build_plugin_app(
                 self._ctx.name, self._routers, debug=self._debug, context=self._ctx
             )
-            self._dispatcher.mount(self._ctx.name, app)
+            roots = tuple(at[1:] for _, _, at in self._routers if at is not None)
+            self._dispatcher.mount(self._ctx.name, app, roots)
 
     def activate(self) -> None:
         """Serve the staged routers and middleware (the plugin became active)."""
         self._mount()
-        for middleware, position, options in self._layers:
-            self._removers.append(self._slot.add(self._ctx.name, middleware, position, options))
+        for middleware, position, stage, options in self._layers:
+            self._add_layer(middleware, position, stage, options)
         self._is_active = True
 
     async def revoke(self) -> None:

@@ -19,6 +19,7 @@ from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
+from nexus.errors import NexusError
 from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.problems import send_problem
 from nexus.http.types import ASGIApp, Receive, Scope, Send
@@ -54,6 +55,7 @@ class PluginDispatcher:
         self.platform = platform
         self.swap_timeout = swap_timeout
         self._mounted: dict[str, _Mounted] = {}
+        self._roots: dict[str, str] = {}  # first path segment -> plugin serving /<segment>
         self._gates: dict[str, asyncio.Event] = {}
         self.on_change: Callable[[], None] = lambda: None
 
@@ -61,13 +63,25 @@ class PluginDispatcher:
         """The mounted plugin apps by plugin name."""
         return {name: mounted.app for name, mounted in self._mounted.items()}
 
+    def roots(self) -> dict[str, str]:
+        """Root path segments served by plugins (`/admin` -> "admin" plugin), by segment."""
+        return dict(self._roots)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] == "lifespan" or not path.startswith(API_PREFIX):
+        if scope["type"] == "lifespan":
             await self.platform(scope, receive, send)
             return
-        end = path.find("/", 5)
-        name = path[5:] if end < 0 else path[5:end]
+        if path.startswith(API_PREFIX):
+            end = path.find("/", 5)
+            name = path[5:] if end < 0 else path[5:end]
+        else:
+            end = path.find("/", 1)
+            root = self._roots.get(path[1:] if end < 0 else path[1:end]) if self._roots else None
+            if root is None:
+                await self.platform(scope, receive, send)
+                return
+            name = root
         mounted = self._mounted.get(name)
         if mounted is None:
             mounted = await self._wait_for_swap(name)
@@ -101,14 +115,29 @@ class PluginDispatcher:
             return None
         return self._mounted.get(name)
 
-    def mount(self, name: str, app: FastAPI) -> None:
-        """Serve `app` for /api/<name>, replacing what served it before."""
+    def mount(self, name: str, app: FastAPI, roots: tuple[str, ...] = ()) -> None:
+        """Serve `app` for /api/<name> and /<root> for each root, replacing what served it."""
+        for root in roots:
+            owner = self._roots.get(root)
+            if owner is not None and owner != name:
+                raise NexusError(
+                    f"Plugin {name!r} cannot serve /{root}: plugin {owner!r} already does. "
+                    f"Only one active plugin may serve a root path."
+                )
+        for root in [r for r, owner in self._roots.items() if owner == name and r not in roots]:
+            del self._roots[root]
+        for root in roots:
+            self._roots[root] = name
         self._mounted[name] = _Mounted(app)
         self.on_change()
 
     async def unmount(self, name: str, *, drain_timeout: float) -> None:
         """Stop routing to the plugin; wait (bounded) for its in-flight requests to finish."""
         mounted = self._mounted.pop(name, None)
+        if name not in self._gates:
+            # While a plugin is swapped, its root paths stay reserved so requests wait for it.
+            for root in [r for r, owner in self._roots.items() if owner == name]:
+                del self._roots[root]
         if mounted is None:
             return
         self.on_change()
@@ -167,17 +196,18 @@ def _fast_json(call: Callable[..., Any], status_code: int) -> Callable[..., Any]
 
 def build_plugin_app(
     name: str,
-    routers: list[tuple[APIRouter, str]],
+    routers: list[tuple[APIRouter, str, str | None]],
     *,
     debug: bool,
     context: PluginContext[Any],
 ) -> FastAPI:
-    """A FastAPI app holding one plugin's routers under /api/<name>, tagged with its name."""
+    """A FastAPI app holding one plugin's routers (under /api/<name> or their root path)."""
     app = FastAPI(debug=debug, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.nexus_context = context
     install_problem_handlers(app, debug=debug)
-    for router, prefix in routers:
-        app.include_router(router, prefix=f"/api/{name}{prefix}", tags=[name])
+    for router, prefix, at in routers:
+        base = at if at is not None else f"/api/{name}"
+        app.include_router(router, prefix=f"{base}{prefix}", tags=[name])
     for route in app.router.routes:
         if (
             isinstance(route, APIRoute)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nexus.http.access_log import AccessLogMiddleware
 from nexus.http.body_limit import BodyLimitMiddleware
 from nexus.http.cors import CORSMiddleware
@@ -27,6 +29,7 @@ def build_middleware_stack(
     debug: bool,
     rate_limit_store: RateLimitStore | None = None,
     rate_limit_key: KeyFunction = key_by_user_or_ip,
+    authentication: Callable[[ASGIApp], ASGIApp] | None = None,
 ) -> ASGIApp:
     """Wrap ``app`` in the HTTP middleware ``settings`` enable; disabled layers cost nothing.
 
@@ -40,6 +43,8 @@ def build_middleware_stack(
     6. CORS: preflights are answered here (never rate limited or body-checked), and the 413
        and 429 below carry CORS headers, so a browser page can read why it was refused;
     7. body limit: an oversized upload is refused before it costs a rate-limit token;
+    7a. ``authentication``, if given (plugins' authentication-stage middleware): the caller
+       is known before rate limiting, so limits can be per user;
     8. rate limit: after the cheap refusals, right before the application's work;
     9. gzip: innermost, so it compresses only what the application produced.
 
@@ -64,6 +69,9 @@ def build_middleware_stack(
             key=rate_limit_key,
             exempt_paths=limits.exempt_paths,
         )
+    if authentication is not None:
+        # Identify the caller before rate limiting, so limits can be per user.
+        app = authentication(app)
     if settings.body_limit.enabled:
         app = BodyLimitMiddleware(app, max_body_size=settings.body_limit.max_bytes)
     cors = settings.cors

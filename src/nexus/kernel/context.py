@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, overload
 
 from nexus.errors import NexusError, ServiceNotFoundError
+from nexus.kernel.permissions import Permissions
 from nexus.kernel.services import KeyLike, ServiceKey, ServiceRegistry, key_name
 
 if TYPE_CHECKING:
     from nexus.kernel.events import DeliveryReport, Event, EventBus, Handler, Unsubscribe
     from nexus.kernel.manifest import Manifest
-    from nexus.kernel.permissions import Permissions
 
 T = TypeVar("T")
 ConfigT = TypeVar("ConfigT")
@@ -50,11 +50,18 @@ class FacetKey(Generic[T]):
 class HttpFacet(Protocol):
     """What a plugin can do with HTTP; implemented by `nexus.http`."""
 
-    def include_router(self, router: Any, *, prefix: str = "") -> None:
-        """Serve a FastAPI APIRouter under /api/<plugin><prefix>."""
+    def include_router(self, router: Any, *, prefix: str = "", at: str | None = None) -> None:
+        """Serve a FastAPI APIRouter under /api/<plugin><prefix>, or under `at` (e.g. "/admin")."""
 
-    def add_middleware(self, middleware: Any, *, position: int = 0, **options: Any) -> None:
-        """Add a pure ASGI middleware class; higher positions wrap the app more closely."""
+    def add_middleware(
+        self,
+        middleware: Any,
+        *,
+        position: int = 0,
+        stage: Literal["authentication", "application"] = "application",
+        **options: Any,
+    ) -> None:
+        """Add a pure ASGI middleware class; lower positions wrap outermost within a stage."""
 
 
 HTTP: Final = FacetKey[HttpFacet]("http")
@@ -295,6 +302,7 @@ class PluginContext(Generic[ConfigT]):
         services: PluginServices,
         tasks: PluginTasks,
         ownership: Ownership,
+        permissions: Permissions,
         logger: logging.Logger,
         data_dir: Path,
         environment: str,
@@ -308,6 +316,7 @@ class PluginContext(Generic[ConfigT]):
         self.tasks: Final = tasks
         self.logger: Final = logger
         self.environment: Final = environment
+        self.permissions: Final = permissions
         self._data_dir = data_dir
         self._ownership = ownership
         self._facet_factories = facets

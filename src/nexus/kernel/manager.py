@@ -484,6 +484,7 @@ class PluginManager:
             ),
             tasks=PluginTasks(name, ownership, plugin_logger, on_crash),
             ownership=ownership,
+            permissions=permissions,
             logger=plugin_logger,
             data_dir=Path(self.config.data_dir) / "plugins" / name,
             environment=self.config.environment,

@@ -13,6 +13,7 @@ PERMISSION_KINDS: Final = {
     "events:publish": "events:publish:user.*",
     "events:subscribe": "events:subscribe:email.**",
     "services:use": "services:use:database",
+    "http:mount": "http:mount:admin",
 }
 
 
@@ -62,6 +63,15 @@ class Permissions:
     def can_use_service(self, key: str) -> bool:
         """Whether the plugin may get the service with this key name."""
         return any(matches(grant, key) for grant in self._grants["services:use"])
+
+    def can_mount(self, segment: str) -> bool:
+        """Whether the plugin may serve routes at the root path /<segment>."""
+        return segment in self._grants["http:mount"]
+
+    def check_mount(self, segment: str) -> None:
+        """Raise PermissionDeniedError unless the plugin may serve /<segment>."""
+        if not self.can_mount(segment):
+            raise PermissionDeniedError(self.plugin, f"http:mount:{segment}")
 
     def check_publish(self, topic: str) -> None:
         """Raise PermissionDeniedError unless the plugin may publish `topic`."""

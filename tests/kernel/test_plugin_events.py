@@ -69,7 +69,8 @@ async def test_publish_outside_grant_is_denied(make_config: Callable[..., NexusC
     publisher = Publisher()
     async with Kernel(make_config(), plugins=[spy, publisher], entry_points=False):
         with pytest.raises(
-            PermissionDeniedError, match=r"'publisher' lacks permission 'events:publish:order\.paid'"
+            PermissionDeniedError,
+            match=r"'publisher' lacks permission 'events:publish:order\.paid'",
         ):
             await publisher.ctx.events.publish("order.paid")
         await publisher.ctx.events.publish_and_wait("user.ok")
@@ -119,3 +120,31 @@ async def test_stopping_a_plugin_removes_its_subscriptions(
         assert report.delivered == 0
         assert [s.owner for s in kernel.bus.subscriptions()] == []
     assert listener.received == []
+
+
+async def test_lifecycle_operations_are_announced(make_config: Callable[..., NexusConfig]) -> None:
+    """Runtime operations publish nexus.plugin.<operation> with the actor and request id."""
+    from nexus.kernel.correlation import actor
+
+    watcher = Listener("watcher", ["nexus.plugin.*"], ["events:subscribe:nexus.plugin.*"])
+    publisher = Publisher()
+    seen: list[dict[str, Any]] = []
+
+    async with Kernel(make_config(), plugins=[watcher, publisher], entry_points=False) as kernel:
+        kernel.bus.subscribe("nexus.plugin.*", lambda event: seen.append(event.data))
+        tokens = actor.set("admin-7"), correlation_id.set("req-9")
+        try:
+            await kernel.plugins.disable("publisher")
+            await kernel.plugins.enable("publisher")
+        finally:
+            actor.reset(tokens[0])
+            correlation_id.reset(tokens[1])
+        await kernel.bus.publish_and_wait("nexus.plugin.flush")
+    assert [(d["operation"], d["state"], d["actor"]) for d in seen[:2]] == [
+        ("disable", "disabled", "admin-7"),
+        ("enable", "active", "admin-7"),
+    ]
+    assert [(t, c) for t, _, c in watcher.received[:2]] == [
+        ("nexus.plugin.disable", "req-9"),
+        ("nexus.plugin.enable", "req-9"),
+    ]

@@ -35,6 +35,7 @@ from nexus.kernel.context import (
     PluginServices,
     PluginTasks,
 )
+from nexus.kernel.correlation import actor as current_actor
 from nexus.kernel.graph import resolve
 from nexus.kernel.lifecycle import Failure, PluginState, check_transition
 from nexus.kernel.permissions import Permissions
@@ -179,6 +180,11 @@ class PluginManager:
 
     async def enable(self, name: str) -> PluginStatus:
         """Enable a disabled plugin and start it (and plugins that were waiting for it)."""
+        status = await self._enable(name)
+        await self._announce("enable", name)
+        return status
+
+    async def _enable(self, name: str) -> PluginStatus:
         async with self._operating("enable"):
             record = self._record(name)
             record.wanted = True
@@ -189,6 +195,11 @@ class PluginManager:
 
     async def disable(self, name: str) -> PluginStatus:
         """Stop a plugin and keep it stopped; plugins that require it become blocked."""
+        status = await self._disable(name)
+        await self._announce("disable", name)
+        return status
+
+    async def _disable(self, name: str) -> PluginStatus:
         async with self._operating("disable"):
             record = self._record(name)
             record.wanted = False
@@ -200,6 +211,11 @@ class PluginManager:
 
     async def reload(self, name: str) -> PluginStatus:
         """Re-import a plugin's code and manifest from disk and restart it and its dependents."""
+        status = await self._reload(name)
+        await self._announce("reload", name)
+        return status
+
+    async def _reload(self, name: str) -> PluginStatus:
         async with self._operating("reload"):
             record = self._record(name)
             await self._stop_many(self._dependents_closure({name}))
@@ -212,6 +228,11 @@ class PluginManager:
 
     async def load(self, name: str) -> PluginStatus:
         """Discover a plugin that was installed or unloaded while running, and start it."""
+        status = await self._load(name)
+        await self._announce("load", name)
+        return status
+
+    async def _load(self, name: str) -> PluginStatus:
         async with self._operating("load"):
             if name in self._records:
                 raise PluginStateError(
@@ -240,6 +261,10 @@ class PluginManager:
 
     async def unload(self, name: str) -> None:
         """Stop a plugin, forget its code and remove it; plugins requiring it become blocked."""
+        await self._unload(name)
+        await self._announce("unload", name)
+
+    async def _unload(self, name: str) -> None:
         async with self._operating("unload"):
             record = self._record(name)
             await self._stop_many(self._dependents_closure({name}))
@@ -287,7 +312,9 @@ class PluginManager:
             if restart:
                 await self._stop_many(self._dependents_closure(restart))
             await self._reconcile()
-            return changed
+        for name in sorted(changed & set(self._records)):
+            await self._announce("config", name)
+        return changed
 
     # -- internals --------------------------------------------------------------------------
 
@@ -299,6 +326,24 @@ class PluginManager:
                 yield
             finally:
                 self._operation = "idle"
+
+    async def _announce(self, operation: str, name: str, **data: Any) -> None:
+        """Publish `nexus.plugin.<operation>` so audit logs and dashboards can follow along."""
+        if not self._bus.is_running:
+            return
+        record = self._records.get(name)
+        payload: dict[str, Any] = {
+            "plugin": name,
+            "operation": operation,
+            "state": record.state.value if record else "unloaded",
+            "reason": record.status().reason if record else None,
+            "actor": current_actor.get(),
+            **data,
+        }
+        try:
+            await self._bus.publish(f"nexus.plugin.{operation}", payload, source="nexus")
+        except NexusError:
+            logger.exception("Could not publish the %s event of plugin %s", operation, name)
 
     def _set(self, record: PluginRecord, state: PluginState) -> None:
         old = record.state

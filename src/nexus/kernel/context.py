@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast, overload
 
 from nexus.errors import NexusError, ServiceNotFoundError
 from nexus.kernel.permissions import Permissions
@@ -190,7 +190,15 @@ class PluginEvents:
 class PluginServices:
     """Provide services and get the ones this plugin's manifest allows."""
 
-    __slots__ = ("_hint", "_name", "_ownership", "_permissions", "_provides", "_registry")
+    __slots__ = (
+        "_hint",
+        "_name",
+        "_ownership",
+        "_permissions",
+        "_provides",
+        "_registry",
+        "_scoped",
+    )
 
     def __init__(
         self,
@@ -204,20 +212,35 @@ class PluginServices:
         self._registry, self._name, self._permissions = registry, name, permissions
         self._provides = frozenset(manifest.provides)
         self._ownership, self._hint = ownership, hint
+        self._scoped: dict[str, object] = {}  # this plugin's instances of scoped services
 
     def provide(self, key: KeyLike[T], service: T) -> None:
         """Offer `service` under `key` to other plugins while this plugin is active."""
-        name = key_name(key)
+        self._check_provides(key_name(key))
+        registry, provider = self._registry, self._name
+        self._ownership.register(
+            "services", lambda: registry.provide(key, service, provider=provider)
+        )
+
+    def provide_scoped(self, key: KeyLike[T], factory: Callable[[str], T]) -> None:
+        """Offer a service made per consuming plugin: `factory(consumer_name)`.
+
+        Each consumer gets its own instance (say, a cache namespace), made on its first `get`
+        and dropped when the consumer stops.
+        """
+        self._check_provides(key_name(key))
+        registry, provider = self._registry, self._name
+        self._ownership.register(
+            "services", lambda: registry.provide_scoped(key, factory, provider=provider)
+        )
+
+    def _check_provides(self, name: str) -> None:
         if name not in self._provides:
             listed = ", ".join(sorted(self._provides)) or "nothing"
             raise NexusError(
                 f"Plugin {self._name!r} provides service {name!r}, but its manifest's "
                 f'"provides" lists {listed}. Add "{name}" to "provides" in manifest.json.'
             )
-        registry, provider = self._registry, self._name
-        self._ownership.register(
-            "services", lambda: registry.provide(key, service, provider=provider)
-        )
 
     @overload
     def get(self, key: ServiceKey[T]) -> T: ...
@@ -230,7 +253,15 @@ class PluginServices:
             self._permissions.check_use_service(name)
         if not self._registry.has(key):
             raise ServiceNotFoundError(name, self._name, self._hint(name, self._name))
-        return self._registry.get(key, requester=self._name)
+        return self._resolve(key, name)
+
+    def _resolve(self, key: KeyLike[T], name: str) -> T:
+        if not self._registry.is_scoped(name):
+            return self._registry.get(key, requester=self._name)
+        instance = self._scoped.get(name)
+        if instance is None:
+            instance = self._scoped[name] = self._registry.get(key, requester=self._name)
+        return cast(T, instance)
 
     def get_optional(self, key: KeyLike[T]) -> T | None:
         """The service under `key`, or None when no active plugin provides it."""
@@ -238,7 +269,7 @@ class PluginServices:
         self._permissions.check_use_service(name)
         if not self._registry.has(key):
             return None
-        return self._registry.get(key, requester=self._name)
+        return self._resolve(key, name)
 
     def has(self, key: KeyLike[Any]) -> bool:
         """Whether an active plugin provides `key`."""

@@ -15,6 +15,7 @@ from nexus.kernel.discovery import PluginSource
 from nexus.kernel.events import EventBus, Transport
 from nexus.kernel.manager import PluginManager
 from nexus.kernel.manifest import Manifest
+from nexus.kernel.platform import PLATFORM, Platform
 from nexus.kernel.plugin import Plugin
 from nexus.kernel.services import ServiceRegistry
 
@@ -75,6 +76,7 @@ class Kernel:
             entry_points=entry_points,
         )
         self.is_started = False
+        self._revoke_platform: Callable[[], None] = lambda: None
 
     def register_facet(self, key: FacetKey[Any], factory: FacetFactory) -> None:
         """Give every plugin context a `ctx.facet(key)` made by `factory` (before start)."""
@@ -87,11 +89,14 @@ class Kernel:
         if self.is_started:
             return
         await self.bus.start()
+        revoke = self.services.provide(PLATFORM, Platform(self), provider="nexus")
         try:
             await self.plugins.start()
         except BaseException:
+            revoke()
             await self.bus.close()
             raise
+        self._revoke_platform = revoke
         self.is_started = True
         active = len(self.plugins.active())
         logger.info("Kernel started: %d of %d plugins active", active, len(self.plugins.statuses()))
@@ -104,6 +109,7 @@ class Kernel:
         try:
             await self.plugins.stop()
         finally:
+            self._revoke_platform()
             await self.bus.close()
 
     async def reload_config(self) -> set[str]:

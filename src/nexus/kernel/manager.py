@@ -159,7 +159,11 @@ class PluginManager:
         async with self._operating("start"):
             if not self._records:
                 self.discover()
-            await self._reconcile()
+            try:
+                await self._reconcile()
+            except StartupError:
+                await self._stop_many(list(self._active_order))
+                raise
             if self.config.kernel.strict:
                 broken = [
                     s for s in self.statuses() if s.state in (S.FAILED, S.BLOCKED) and s.enabled
@@ -490,6 +494,11 @@ class PluginManager:
                 f"setup did not finish within {self.config.kernel.setup_timeout:g} s "
                 f"(kernel.setup_timeout)",
             )
+            return
+        except StartupError as exc:
+            await self._abort(record, "setup", exc)
+            if self._operation == "start":
+                raise  # the plugin refuses to let the application start (e.g. no secret key)
             return
         except Exception as exc:  # noqa: BLE001 - plugin code may raise anything
             await self._abort(record, "setup", exc)

@@ -66,7 +66,8 @@ class ServiceRegistry:
     """All services provided by active plugins."""
 
     def __init__(self) -> None:
-        self._services: dict[str, tuple[object, str]] = {}
+        # name -> (service or per-plugin factory, provider, whether it is a factory)
+        self._services: dict[str, tuple[object, str, bool]] = {}
 
     def provide(self, key: KeyLike[T], service: T, *, provider: str) -> Callable[[], None]:
         """Register `service` under `key` for `provider`; returns a callable that revokes it."""
@@ -77,10 +78,22 @@ class ServiceRegistry:
                 f"Plugin {provider!r} provides service {name!r} as a "
                 f"{type(service).__name__}, but the key expects {expected.__name__}."
             )
+        return self._add(name, (service, provider, False))
+
+    def provide_scoped(
+        self, key: KeyLike[T], factory: Callable[[str], T], *, provider: str
+    ) -> Callable[[], None]:
+        """Register a factory called with each requesting plugin's name (e.g. a cache namespace)."""
+        if not callable(factory):
+            raise TypeError(
+                f"Plugin {provider!r}: provide_scoped needs a factory, got {factory!r}."
+            )
+        return self._add(key_name(key), (factory, provider, True))
+
+    def _add(self, name: str, entry: tuple[object, str, bool]) -> Callable[[], None]:
         current = self._services.get(name)
         if current is not None:
-            raise ServiceConflictError(name, current[1], provider)
-        entry = (service, provider)
+            raise ServiceConflictError(name, current[1], entry[1])
         self._services[name] = entry
 
         def revoke() -> None:
@@ -98,7 +111,15 @@ class ServiceRegistry:
         entry = self._services.get(key_name(key))
         if entry is None:
             raise ServiceNotFoundError(key_name(key), requester)
-        return cast(T, entry[0])
+        service, _, is_scoped = entry
+        if is_scoped:
+            return cast(T, cast(Callable[[str], object], service)(requester))
+        return cast(T, service)
+
+    def is_scoped(self, key: KeyLike[Any] | str) -> bool:
+        """Whether `key` is provided per requesting plugin."""
+        entry = self._services.get(key if isinstance(key, str) else key_name(key))
+        return entry is not None and entry[2]
 
     def has(self, key: KeyLike[Any]) -> bool:
         """Whether a service is registered under `key`."""
@@ -112,7 +133,7 @@ class ServiceRegistry:
 
     def revoke_all(self, provider: str) -> list[str]:
         """Remove every service `provider` registered; returns their key names."""
-        names = [name for name, (_, owner) in self._services.items() if owner == provider]
+        names = [name for name, (_, owner, _) in self._services.items() if owner == provider]
         for name in names:
             del self._services[name]
         return names
@@ -120,6 +141,6 @@ class ServiceRegistry:
     def entries(self) -> list[ServiceInfo]:
         """Every registered service, sorted by key."""
         return [
-            ServiceInfo(name, provider, type(service).__name__)
-            for name, (service, provider) in sorted(self._services.items())
+            ServiceInfo(name, provider, "scoped" if scoped else type(service).__name__)
+            for name, (service, provider, scoped) in sorted(self._services.items())
         ]

@@ -52,6 +52,7 @@ def make_config(tmp_path: Path) -> Callable[..., NexusConfig]:
 
     def make(**sections: Any) -> NexusConfig:
         document: dict[str, Any] = {"plugin_paths": ["plugins"], "data_dir": "data", **sections}
+        document["kernel"] = {"entry_points": False, **document.get("kernel", {})}
         path = tmp_path / "nexus.yaml"
         path.write_text(yaml.safe_dump(document))
         return load_config(path, env={})

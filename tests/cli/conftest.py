@@ -37,6 +37,8 @@ class Project:
     def configure(self, **sections: Any) -> Path:
         """Write nexus.yaml: plugin_paths [plugins], data_dir data, plus `sections`."""
         document: dict[str, Any] = {"plugin_paths": ["plugins"], "data_dir": "data", **sections}
+        # Only this project's plugins: installed ones (the built-ins) have tests of their own.
+        document["kernel"] = {"entry_points": False, **document.get("kernel", {})}
         self.config.write_text(yaml.safe_dump(document, sort_keys=False))
         return self.config
 

@@ -91,7 +91,7 @@ async def test_entry_point_plugin_is_discovered_and_started(
     assert "nexus_hello" not in sys.modules  # discovery read the manifest without importing
     from nexus import ServiceKey
 
-    async with Kernel(make_config()) as kernel:
+    async with Kernel(make_config(), entry_points=True) as kernel:
         assert kernel.plugins.status("hello").state is PluginState.ACTIVE
         assert kernel.plugins.status("hello").version == "0.2.0"
         assert kernel.services.get(ServiceKey[str]("hello")) == "hello from a distribution"
@@ -110,7 +110,7 @@ async def test_entry_point_clashing_with_directory_plugin(
 
     monkeypatch.syspath_prepend(str(installed_distribution))
     PluginWriter(tmp_path / "plugins").write("hello")
-    async with Kernel(make_config()) as kernel:
+    async with Kernel(make_config(), entry_points=True) as kernel:
         failure = kernel.plugins.status("hello").failure
         assert failure is not None
         assert (

@@ -72,7 +72,7 @@ class Checkup:
 
 
 def run_checkup(
-    path: Path | None, environment: str | None, *, entry_points: bool = True
+    path: Path | None, environment: str | None, *, entry_points: bool | None = None
 ) -> Checkup:
     """Run every check; checks that need a loaded configuration are skipped without one."""
     checkup = Checkup()

@@ -188,8 +188,10 @@ def _one_line(error: NexusError) -> str:
 _MANIFEST_SUFFIX = re.compile(rf"[/ ]{re.escape(MANIFEST)}(:\d+:\d+)?\Z")
 
 
-def take_inventory(config: NexusConfig, *, entry_points: bool = True) -> Inventory:
+def take_inventory(config: NexusConfig, *, entry_points: bool | None = None) -> Inventory:
     """Discover every plugin and resolve the graph as the kernel would, importing no code."""
+    if entry_points is None:
+        entry_points = config.kernel.entry_points
     found = discover(config.plugin_paths, entry_points=entry_points)
     unavailable: dict[str, str] = {}
     for name, error in found.errors.items():

@@ -78,7 +78,7 @@ def create_app(
     config: NexusConfig | str | Path | None = None,
     *,
     plugins: Iterable[PluginSource | Plugin] = (),
-    entry_points: bool = True,
+    entry_points: bool | None = None,
 ) -> NexusApp:
     """Build the application: its lifespan starts the kernel and stops it on shutdown."""
     if not isinstance(config, NexusConfig):

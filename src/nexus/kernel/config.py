@@ -72,6 +72,7 @@ class KernelSettings(_Section):
     """How the kernel starts and stops plugins."""
 
     strict: bool = False
+    entry_points: bool = True  # discover installed plugins (the "nexus.plugins" group)
     setup_timeout: float = Field(30.0, gt=0)
     teardown_timeout: float = Field(10.0, gt=0)
 

@@ -44,14 +44,18 @@ def _as_source(plugin: PluginSource | Plugin) -> PluginSource:
 
 
 class Kernel:
-    """The running platform without HTTP: `async with Kernel(config) as kernel: ...`."""
+    """The running platform without HTTP: `async with Kernel(config) as kernel: ...`.
+
+    `entry_points` (default: `kernel.entry_points` in the config) says whether installed
+    plugins of the `nexus.plugins` entry-point group are discovered, built-ins included.
+    """
 
     def __init__(
         self,
         config: NexusConfig | str | Path | None = None,
         *,
         plugins: Iterable[PluginSource | Plugin] = (),
-        entry_points: bool = True,
+        entry_points: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
         self.config = config if isinstance(config, NexusConfig) else load_config(config)
@@ -73,7 +77,7 @@ class Kernel:
             services=self.services,
             facets=self._facets,
             inline=[_as_source(plugin) for plugin in plugins],
-            entry_points=entry_points,
+            entry_points=self.config.kernel.entry_points if entry_points is None else entry_points,
         )
         self.is_started = False
         self._revoke_platform: Callable[[], None] = lambda: None

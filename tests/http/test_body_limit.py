@@ -94,10 +94,42 @@ async def test_after_responding_the_app_is_told_the_client_left() -> None:
     async def send(message: Message) -> None:
         pass
 
-    scope: Scope = {"type": "http", "method": "POST", "path": "/", "headers": []}
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"transfer-encoding", b"chunked")],
+    }
     await BodyLimitMiddleware(app, max_body_size=150)(scope, receive, send)
     assert [m["type"] for m in received] == ["http.request", "http.disconnect", "http.disconnect"]
     assert received[0]["body"] == b"a" * 100
+
+
+async def test_http2_body_without_length_is_counted() -> None:
+    """An HTTP/2 body may come without Content-Length or chunking, and is counted too."""
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+
+    chunks = iter([b"a" * 100, b"b" * 100])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "http_version": "2",
+        "method": "POST",
+        "path": "/",
+        "headers": [],
+    }
+    await BodyLimitMiddleware(app, max_body_size=150)(scope, receive, send)
+    assert sent[0]["status"] == 413
 
 
 def test_negative_limit_is_refused() -> None:

@@ -34,12 +34,14 @@ async def test_small_response_is_not_compressed(app: FastAPI, connect: Connect) 
 
 
 async def test_clients_without_gzip_get_identity(app: FastAPI, connect: Connect) -> None:
-    """No gzip in Accept-Encoding (or gzip;q=0) means no compression."""
+    """No gzip in Accept-Encoding, or gzip with q=0, means no compression; q=0.5 is fine."""
     async with connect(GZipMiddleware(app)) as client:
         identity = await client.get("/large", headers={"Accept-Encoding": "identity"})
-        refused = await client.get("/large", headers={"Accept-Encoding": "br, gzip;q=0"})
+        refused = await client.get("/large", headers={"Accept-Encoding": "br, gzip; q=0"})
+        weighted = await client.get("/large", headers={"Accept-Encoding": "br;q=0, gzip;q=0.5"})
     assert "content-encoding" not in identity.headers
     assert "content-encoding" not in refused.headers
+    assert weighted.headers["content-encoding"] == "gzip"
 
 
 async def test_event_streams_are_never_compressed(app: FastAPI, connect: Connect) -> None:

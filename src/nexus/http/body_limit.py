@@ -12,6 +12,7 @@ from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 DEFAULT_MAX_BODY_SIZE: Final = 1024 * 1024
 
 _CLOSE: Final = ((b"connection", b"close"),)
+_FRAMED_VERSIONS: Final = frozenset({"1.0", "1.1"})
 
 
 class BodyTooLargeError(HTTPException):
@@ -25,8 +26,9 @@ class BodyLimitMiddleware:
     """Reject request bodies larger than ``max_body_size`` bytes with a 413 problem.
 
     A declared Content-Length over the limit is answered at once, without calling the app
-    (the server checks that the body matches a Content-Length, so such a body is not counted).
-    A body without one (chunked) is counted as the app reads it: past the limit, ``receive``
+    (the server checks that the body matches a Content-Length, so such a body is not counted,
+    and neither are HTTP/1 requests without a body). A chunked body, or an HTTP/2 one without
+    a Content-Length, is counted as the app reads it: past the limit, ``receive``
     raises ``BodyTooLargeError``, which FastAPI's handlers (or this middleware) turn into a
     413. If the app had already started its response, it is told the client disconnected.
     """
@@ -43,17 +45,26 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
+        declared: int | None = None
+        is_streamed = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    break  # not a number: count the body instead
-                if declared > self.max_body_size:
-                    await send_problem(send, 413, headers=_CLOSE, detail=self._detail)
-                    return
-                await self.app(scope, receive, send)
-                return
+                    is_streamed = True  # not a number: count the body instead
+            elif name == b"transfer-encoding":
+                is_streamed = True
+        if declared is not None and declared > self.max_body_size:
+            await send_problem(send, 413, headers=_CLOSE, detail=self._detail)
+            return
+        # HTTP/1.x without Content-Length or Transfer-Encoding has no body (RFC 9112 6.3), and
+        # the server delivers no more than a Content-Length: only other bodies need counting.
+        if not is_streamed and (
+            declared is not None or scope.get("http_version", "1.1") in _FRAMED_VERSIONS
+        ):
+            await self.app(scope, receive, send)
+            return
 
         await _CountingResponder(self.app, self.max_body_size)(scope, receive, send)
 

@@ -50,7 +50,7 @@ class GZipMiddleware:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"accept-encoding":
-                    if b"gzip" in value and b"gzip;q=0" not in value.replace(b" ", b""):
+                    if b"gzip" in value and (b"q=0" not in value or _accepts_gzip(value)):
                         await _GZipResponder(self, send)(scope, receive)
                         return
                     break
@@ -102,6 +102,13 @@ class _GZipResponder:
                 return False
             if name == b"content-type" and value.lower().startswith(self.config.exclude_types):
                 return False
+            # Most responses declare their length: a small one need not wait for its body.
+            if (
+                name == b"content-length"
+                and value.isdigit()
+                and int(value) < self.config.minimum_size
+            ):
+                return False
         return True
 
     async def _send_first_body(self, start: Message, message: Message) -> None:
@@ -150,3 +157,16 @@ def _gzip_headers(headers: Sequence[tuple[bytes, bytes]]) -> RawHeaders:
     if not has_vary:
         result.append((b"vary", b"Accept-Encoding"))
     return result
+
+
+def _accepts_gzip(accept_encoding: bytes) -> bool:
+    # Only reached when some coding has a q=0...: parse, since "gzip;q=0.5" still accepts.
+    for coding in accept_encoding.split(b","):
+        name, _, parameters = coding.partition(b";")
+        if name.strip().lower() == b"gzip":
+            _, _, quality = parameters.partition(b"=")
+            try:
+                return float(quality or 1) > 0
+            except ValueError:
+                return False
+    return False

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from typing import Final
 
@@ -14,12 +14,14 @@ REQUEST_ID_HEADER: Final = "X-Request-ID"
 _HEADER_NAME: Final = REQUEST_ID_HEADER.lower().encode("latin-1")
 # Anything outside this set could smuggle CR/LF or markup into logs and response headers.
 _is_safe = re.compile(rb"[A-Za-z0-9._:\-]{1,128}").fullmatch
+_random_bits = random.getrandbits
 
 
 def generate_request_id() -> str:
-    """Return a new random request id (16 hex digits)."""
-    # 0.4 us, no state to reseed after a fork; a prefix + counter saves only ~0.2 us.
-    return os.urandom(8).hex()
+    """Return a new random request id (16 hex digits); unique, but not a secret."""
+    # 3x cheaper than os.urandom (no system call), and `random` reseeds itself in a forked
+    # worker, so workers forked from one master do not repeat each other's ids.
+    return _random_bits(64).to_bytes(8).hex()
 
 
 def get_request_id(scope: Scope) -> str | None:

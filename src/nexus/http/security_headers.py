@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from nexus.http.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -68,6 +68,7 @@ class SecurityHeadersMiddleware:
 
         # (http, https) header lists, computed once; requests only pick one.
         self._default = header_sets(content_security_policy)
+        self._names = frozenset(name for name, _ in self._default[1]) | {b"content-security-policy"}
         prefixes = sorted(((p.rstrip("/"), csp) for p, csp in csp_overrides.items()), reverse=True)
         self._overrides = tuple(
             (prefix, prefix + "/", header_sets(csp)) for prefix, csp in prefixes
@@ -85,15 +86,22 @@ class SecurityHeadersMiddleware:
                 header_sets = override
                 break
         extra = header_sets[1] if scope["scheme"] == "https" else header_sets[0]
+        names = self._names
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers") or []
-                present = {name.lower() for name, _ in headers}
-                message["headers"] = [
-                    *headers,
-                    *(header for header in extra if header[0] not in present),
-                ]
+                message["headers"] = _merge(message.get("headers") or (), extra, names)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _merge(
+    headers: Iterable[tuple[bytes, bytes]], extra: RawHeaders, names: frozenset[bytes]
+) -> RawHeaders:
+    headers = list(headers)
+    for name, _ in headers:  # ASGI header names are lower case
+        if name in names:
+            present = {name for name, _ in headers}
+            return headers + [header for header in extra if header[0] not in present]
+    return headers + extra

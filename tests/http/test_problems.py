@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 
+from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.problems import ProblemResponse, problem_body
 from nexus.http.request_id import RequestIdMiddleware
 from nexus.http.types import Receive, Scope, Send
@@ -144,12 +146,14 @@ async def test_server_error_hides_the_exception_in_production(
 async def test_server_error_shows_the_traceback_in_debug(
     debug_app: FastAPI, connect: Connect
 ) -> None:
-    """In debug mode the 500 problem names the exception and includes its traceback."""
-    async with connect(debug_app) as client:
-        response = await client.get("/boom")
+    """In debug mode the 500 problem names the exception, has its traceback and request id."""
+    async with connect(RequestIdMiddleware(debug_app)) as client:
+        response = await client.get("/boom", headers={"X-Request-ID": "req-debug"})
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM
+    assert response.headers["x-request-id"] == "req-debug"
     body = response.json()
+    assert body["request_id"] == "req-debug"
     assert body["detail"] == "RuntimeError: database password is hunter2"
     assert body["exception"] == "builtins.RuntimeError"
     assert 'raise RuntimeError("database password is hunter2")' in body["traceback"]
@@ -173,6 +177,29 @@ async def test_error_in_outer_user_middleware_is_a_problem(app: FastAPI, connect
     assert response.status_code == 500
     assert response.headers["content-type"] == PROBLEM
     assert "middleware secret" not in response.text
+
+
+async def test_failure_after_the_response_started_reaches_the_server(
+    connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream failing midway is logged with its request id and re-raised to the server."""
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first chunk"
+            raise RuntimeError("stream broke")
+
+        return StreamingResponse(chunks())
+
+    install_problem_handlers(app, debug=False)
+    with caplog.at_level(logging.ERROR, logger="nexus.http"):
+        async with connect(RequestIdMiddleware(app)) as client:
+            with pytest.raises(RuntimeError, match="stream broke"):
+                await client.get("/stream", headers={"X-Request-ID": "req-stream"})
+    [record] = caplog.records
+    assert "(request id req-stream)" in record.getMessage()
 
 
 @pytest.mark.parametrize(

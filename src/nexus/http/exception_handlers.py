@@ -20,6 +20,7 @@ from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("nexus.http")
 
+_LOGGED_KEY = "nexus.logged_error"
 _GENERIC_DETAIL = (
     "The server could not handle this request. If it keeps happening, report the request id."
 )
@@ -109,16 +110,7 @@ class _ProblemHandlers:
         return self.server_error_response(request.scope, exc)
 
     def server_error_response(self, scope: Scope, exc: Exception) -> Response:
-        request_id = get_request_id(scope)
-        logger.error(
-            "Unhandled %s in %s %s (request id %s)",
-            type(exc).__name__,
-            scope.get("method"),
-            scope.get("path"),
-            request_id,
-            exc_info=exc,
-            extra={"request_id": request_id},
-        )
+        request_id = _log_unhandled(scope, exc)
         extensions: dict[str, Any] = {}
         if request_id is not None:
             extensions["request_id"] = request_id
@@ -138,7 +130,8 @@ class ServerErrorProblemMiddleware:
 
     The exception is not re-raised once the 500 is sent and logged here: the server would only
     log it a second time, without the request id. If the response had already started, it is
-    re-raised so the server aborts the connection rather than end a truncated body cleanly.
+    logged and re-raised, so the server aborts the connection rather than end a truncated body
+    as if it were whole.
     """
 
     def __init__(self, app: ASGIApp, *, debug: bool) -> None:
@@ -164,9 +157,29 @@ class ServerErrorProblemMiddleware:
             return  # nobody is left to answer
         except Exception as exc:
             if is_started:
+                _log_unhandled(scope, exc)
                 raise
             response = self._handlers.server_error_response(scope, exc)
             await response(scope, receive, send)
+
+
+def _log_unhandled(scope: Scope, exc: Exception) -> str | None:
+    request_id = get_request_id(scope)
+    # A re-raised exception comes back through FastAPI's ServerErrorMiddleware, which calls
+    # its handler (this module's, again) even when it cannot send the response.
+    if scope.get(_LOGGED_KEY) is exc:
+        return request_id
+    scope[_LOGGED_KEY] = exc
+    logger.error(
+        "Unhandled %s in %s %s (request id %s)",
+        type(exc).__name__,
+        scope.get("method"),
+        scope.get("path"),
+        request_id,
+        exc_info=exc,
+        extra={"request_id": request_id},
+    )
+    return request_id
 
 
 def _python_phrase(status: int) -> str | None:

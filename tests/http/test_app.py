@@ -360,8 +360,13 @@ async def test_readyz_is_200_when_every_enabled_plugin_is_active_and_healthy(
     assert response.json() == {
         "status": "ready",
         "plugins": {
-            "blog": {"state": "disabled", "healthy": False, "detail": "plugin is disabled"},
-            "shop": {"state": "active", "healthy": True, "detail": ""},
+            "blog": {
+                "state": "disabled",
+                "healthy": False,
+                "ready": False,
+                "detail": "plugin is disabled",
+            },
+            "shop": {"state": "active", "healthy": True, "ready": True, "detail": ""},
         },
     }
 
@@ -381,6 +386,7 @@ async def test_readyz_is_503_when_a_plugin_reports_unhealthy(tmp_path: Path) -> 
     assert body["plugins"]["shop"] == {
         "state": "active",
         "healthy": False,
+        "ready": False,
         "detail": "database unreachable",
     }
     assert body["plugins"]["blog"]["healthy"] is True

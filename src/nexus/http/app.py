@@ -145,16 +145,39 @@ def _add_health_routes(app: FastAPI, kernel: Kernel) -> None:
     @app.get("/readyz", tags=["platform"], summary="Every enabled plugin is active and healthy")
     async def readyz(request: Request) -> Response:
         health = await kernel.plugins.health()
+        statuses = {status.name: status for status in kernel.plugins.statuses()}
+        readiness: dict[str, str | None] = {}  # plugin -> None if ready, else why not
+
+        def why_not(name: str) -> str | None:
+            # A plugin is ready when it is active, healthy, and so is everything it requires.
+            if name in readiness:
+                return readiness[name]
+            readiness[name] = "dependency cycle"
+            status, check = statuses[name], health[name]
+            reason: str | None = None
+            if status.state is not PluginState.ACTIVE:
+                reason = status.reason or f"plugin is {status.state.value}"
+            elif not check.ok:
+                reason = check.detail or "health check failed"
+            else:
+                for dep in sorted(status.requires):
+                    if dep in statuses and why_not(dep) is not None:
+                        reason = f"requires {dep!r}, which is not ready"
+                        break
+            readiness[name] = reason
+            return reason
+
         plugins: dict[str, Any] = {}
         ready = kernel.is_started
-        for status in kernel.plugins.statuses():
-            check = health[status.name]
-            plugins[status.name] = {
+        for name, status in statuses.items():
+            reason = why_not(name)
+            plugins[name] = {
                 "state": status.state.value,
-                "healthy": check.ok,
-                "detail": check.detail or status.reason or "",
+                "healthy": health[name].ok,
+                "ready": reason is None,
+                "detail": reason or health[name].detail,
             }
-            if status.enabled and (status.state is not PluginState.ACTIVE or not check.ok):
+            if status.enabled and reason is not None:
                 ready = False
         body = {"status": "ready" if ready else "not ready", "plugins": plugins}
         return _json(body, 200 if ready else 503)

@@ -61,6 +61,32 @@ async def test_streamed_body_within_the_limit_passes(app: FastAPI, connect: Conn
     assert response.json() == {"size": 1000}
 
 
+async def test_unreadable_content_length_is_counted_instead() -> None:
+    """A Content-Length that is not a number does not bypass the limit."""
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+
+    chunks = iter([b"a" * 100, b"b" * 100])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": next(chunks), "more_body": True}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [(b"content-length", b"ten")],
+    }
+    await BodyLimitMiddleware(app, max_body_size=150)(scope, receive, send)
+    assert sent[0]["status"] == 413
+
+
 async def test_raw_asgi_app_reading_too_much_gets_a_413(connect: Connect) -> None:
     """Without FastAPI's handlers, the middleware itself answers the 413."""
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
 from nexus.http.gzip import GZipMiddleware
+from nexus.http.types import Receive, Scope, Send
 
 Connect = Callable[..., httpx.AsyncClient]
 GZIP = {"Accept-Encoding": "gzip"}
@@ -84,3 +85,32 @@ async def test_already_encoded_responses_pass_through(connect: Connect) -> None:
         response = await client.get("/archive", headers=GZIP)
     assert response.headers["content-length"] == str(len(payload))
     assert response.text == "a" * 5000
+
+
+async def test_very_large_body_is_compressed_off_the_event_loop(connect: Connect) -> None:
+    """A body over 128 KiB is compressed (in a worker thread) and still decodes exactly."""
+    app = FastAPI()
+    payload = bytes(range(256)) * 1024
+
+    @app.get("/blob")
+    async def blob() -> Response:
+        return Response(payload, media_type="application/octet-stream")
+
+    async with connect(GZipMiddleware(app)) as client:
+        response = await client.get("/blob", headers=GZIP)
+    assert response.headers["content-encoding"] == "gzip"
+    assert int(response.headers["content-length"]) < len(payload)
+    assert response.content == payload
+
+
+async def test_small_body_without_declared_length_is_not_compressed(connect: Connect) -> None:
+    """Without a Content-Length the first body decides: a small complete one goes as is."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"tiny"})
+
+    async with connect(GZipMiddleware(app)) as client:
+        response = await client.get("/", headers=GZIP)
+    assert "content-encoding" not in response.headers
+    assert response.content == b"tiny"

@@ -72,7 +72,7 @@ def test_valid_section_is_accepted() -> None:
     """A realistic production section validates as written."""
     settings = HttpSettings.model_validate(
         {
-            "trusted_hosts": ["api.example.com", "*.example.com"],
+            "trusted_hosts": ["api.example.com", "*.example.com", "[::1]", "127.0.0.1"],
             "trusted_proxies": ["10.0.0.0/8", "fd00::1"],
             "cors": {"allow_origins": ["https://app.example.com"], "allow_credentials": True},
             "rate_limit": {"rate": 5, "burst": 20},

@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 
 from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.problems import ProblemResponse, problem_body
 from nexus.http.request_id import RequestIdMiddleware
-from nexus.http.types import Receive, Scope, Send
+from nexus.http.types import Message, Receive, Scope, Send
 
 Connect = Callable[..., httpx.AsyncClient]
 
@@ -98,6 +98,54 @@ async def test_non_string_detail_becomes_data(app: FastAPI, connect: Connect) ->
         body = (await client.get("/structured")).json()
     assert "detail" not in body
     assert body["data"] == {"conflicts_with": "alice"}
+
+
+async def test_bodiless_statuses_stay_bodiless(connect: Connect) -> None:
+    """An HTTPException for 304 keeps its headers and gets no problem body."""
+    app = FastAPI()
+
+    @app.get("/cached")
+    async def cached() -> None:
+        raise HTTPException(304, headers={"ETag": '"v1"'})
+
+    install_problem_handlers(app, debug=False)
+    async with connect(app) as client:
+        response = await client.get("/cached")
+    assert response.status_code == 304
+    assert response.headers["etag"] == '"v1"'
+    assert response.content == b""
+
+
+async def test_client_disconnect_is_neither_answered_nor_logged(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that leaves while its body is read gets no response and logs no error."""
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/upload",
+        "raw_path": b"/upload",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), (b"content-length", b"5")],
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "http_version": "1.1",
+        "asgi": {"version": "3.0"},
+    }
+    with caplog.at_level(logging.ERROR):
+        await app(scope, receive, send)
+    assert sent == []
+    assert caplog.records == []
 
 
 async def test_validation_error_lists_errors_without_echoing_input(

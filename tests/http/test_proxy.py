@@ -78,6 +78,31 @@ async def test_trusted_proxy_clients_get_their_own_buckets(app: FastAPI, connect
     assert statuses == [200, 200, 200]
 
 
+async def test_star_trusts_every_peer(app: FastAPI, connect: Connect) -> None:
+    """With "*" any peer's X-Forwarded-For is believed (for platforms that strip it)."""
+    stack = ProxyHeadersMiddleware(app, trusted_proxies=["*"])
+    async with connect(stack, client=STRANGER) as client:
+        body = (await client.get("/whoami", headers={"X-Forwarded-For": "192.0.2.1"})).json()
+    assert body["client"] == "192.0.2.1"
+
+
+async def test_all_trusted_hops_yield_the_first(app: FastAPI, connect: Connect) -> None:
+    """When every hop is a trusted proxy, the left-most one is the client."""
+    stack = ProxyHeadersMiddleware(app, trusted_proxies=["10.0.0.0/8"])
+    headers = {"X-Forwarded-For": "10.9.9.9, , 10.0.0.6"}
+    async with connect(stack, client=PROXY) as client:
+        body = (await client.get("/whoami", headers=headers)).json()
+    assert body["client"] == "10.9.9.9"
+
+
+async def test_unix_socket_peer_is_not_trusted(app: FastAPI, connect: Connect) -> None:
+    """A peer that is not an IP address (a Unix socket) is never a trusted proxy."""
+    stack = ProxyHeadersMiddleware(app, trusted_proxies=["10.0.0.0/8"])
+    async with connect(stack, client=("/run/nexus.sock", 0)) as client:
+        body = (await client.get("/whoami", headers={"X-Forwarded-For": "192.0.2.1"})).json()
+    assert body["client"] == "/run/nexus.sock"
+
+
 def test_invalid_trusted_proxy_is_refused() -> None:
     """A trusted proxy entry that is not an address or network fails at construction."""
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
@@ -92,13 +117,16 @@ def test_invalid_trusted_proxy_is_refused() -> None:
         ("eu.svc.example.com", 200),
         ("svc.example.com", 400),
         ("evil.example", 400),
+        ("[::1]:8000", 200),
+        ("[::2]", 400),
     ],
 )
 async def test_host_header_must_be_allowed(
     app: FastAPI, connect: Connect, host: str, status: int
 ) -> None:
     """Only listed hosts (ports ignored, *.domain for subdomains) are served; others get 400."""
-    stack = TrustedHostMiddleware(app, allowed_hosts=["api.example.com", "*.svc.example.com"])
+    allowed = ["api.example.com", "*.svc.example.com", "::1"]
+    stack = TrustedHostMiddleware(app, allowed_hosts=allowed)
     async with connect(stack) as client:
         response = await client.get("/hello", headers={"Host": host})
     assert response.status_code == status

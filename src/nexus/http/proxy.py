@@ -81,14 +81,15 @@ class TrustedHostMiddleware:
     """Refuse requests whose Host header is not allowed, with a 400 problem.
 
     ``allowed_hosts`` holds names (``api.example.com``) and wildcards (``*.example.com``,
-    which does not match ``example.com`` itself); ``"*"`` allows every host. Ports are ignored.
+    which does not match ``example.com`` itself) and IP addresses (``::1`` or ``[::1]``);
+    ``"*"`` allows every host. Ports are ignored.
     A rejected WebSocket handshake is closed, which the server turns into a 403.
     """
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Sequence[str]) -> None:
         self.app = app
         self.is_any_host = "*" in allowed_hosts
-        names = [host.strip().lower() for host in allowed_hosts if host != "*"]
+        names = [host.strip().lower().strip("[]") for host in allowed_hosts if host != "*"]
         self.hosts = frozenset(name for name in names if not name.startswith("*."))
         self.suffixes = tuple(name[1:] for name in names if name.startswith("*."))
 

@@ -27,6 +27,14 @@ def _check_header_value(value: str) -> str:
     return value
 
 
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class CorsSettings(_Section):
     """Cross-origin access; off (no CORS headers, browsers deny) until origins are listed."""
 
@@ -133,7 +141,7 @@ class HttpSettings(_Section):
     """Settings of the HTTP middleware stack (the ``http:`` section of nexus.yaml)."""
 
     trusted_hosts: list[str] = []
-    """Host names served (``api.example.com``, ``*.example.com``); empty allows any."""
+    """Hosts served (``api.example.com``, ``*.example.com``, ``10.0.0.7``); empty allows any."""
     trusted_proxies: list[str] = []
     """Proxy addresses or networks whose X-Forwarded-For/-Proto are believed; empty: none."""
     access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
@@ -148,7 +156,9 @@ class HttpSettings(_Section):
     def _check_hosts(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
             name = host[2:] if host.startswith("*.") else host
-            if host != "*" and (not name or any(c in name for c in ":/ *")):
+            if host == "*" or _is_ip_address(host.strip("[]")):
+                continue
+            if not name or any(c in name for c in ":/ *"):
                 raise ValueError(
                     f"{host!r} is not a host name: write 'api.example.com' or '*.example.com' "
                     "(no scheme, port or path)"

@@ -113,6 +113,22 @@ async def test_wildcard_origin_answers_star_without_vary(app: FastAPI, connect: 
     assert "vary" not in response.headers
 
 
+async def test_wildcard_methods_and_headers_name_what_was_asked(
+    app: FastAPI, connect: Connect
+) -> None:
+    """With "*" methods and headers, a preflight is answered with exactly what it requested."""
+    stack = CORSMiddleware(
+        app, allow_origins=[APP_ORIGIN], allow_methods=["*"], allow_headers=["*"]
+    )
+    async with connect(stack) as client:
+        response = await client.options(
+            "/items", headers=_preflight(APP_ORIGIN, "PURGE", "Authorization, X-Trace")
+        )
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-methods"] == "PURGE"
+    assert response.headers["access-control-allow-headers"] == "authorization, x-trace"
+
+
 def test_wildcard_with_credentials_is_refused() -> None:
     """ "*" with credentials is rejected at construction rather than reflected."""
     with pytest.raises(ValueError, match="'\\*' cannot be combined with allow_credentials"):

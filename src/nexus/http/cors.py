@@ -67,10 +67,9 @@ class CORSMiddleware:
             self._actual.append(
                 (b"access-control-expose-headers", ", ".join(expose_headers).encode())
             )
-        methods = ", ".join(sorted(self.methods - {"*"}) or DEFAULT_ALLOW_METHODS)
+        self._allowed_methods = ", ".join(sorted(self.methods)).encode()
         self._preflight: RawHeaders = [
             *credentials,
-            (b"access-control-allow-methods", methods.encode()),
             (b"access-control-max-age", str(max_age).encode()),
         ]
         if not self.is_any_origin:
@@ -131,10 +130,14 @@ class CORSMiddleware:
             return
 
         allow_origin = b"*" if self.is_any_origin else origin
+        # With "*", name what was asked for: a literal "*" means nothing to a credentialed
+        # request, and never covers Authorization.
+        allow_methods = method if self.is_any_method else self._allowed_methods
         allow_headers = ", ".join(names).encode() if self.is_any_header else self._allowed_headers
         headers: RawHeaders = [
             (b"access-control-allow-origin", allow_origin),
             *self._preflight,
+            (b"access-control-allow-methods", allow_methods),
             (b"access-control-allow-headers", allow_headers),
             (b"content-length", b"0"),
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -38,25 +39,35 @@ def install_problem_handlers(app: FastAPI, *, debug: bool) -> None:
     - Any other exception: 500, logged on ``nexus.http`` with the request id. Only in
       ``debug`` does the body show the exception and a ``traceback``.
 
-    Call it after ``app.add_middleware``: FastAPI's own ``ServerErrorMiddleware`` answers
-    errors in debug mode with an HTML traceback, so this adds an innermost-but-for-routing
-    middleware that answers first, and also serves as that middleware's handler in production.
+    FastAPI's own ``ServerErrorMiddleware`` ignores handlers in debug mode and answers with an
+    HTML traceback, so this also adds ``ServerErrorProblemMiddleware`` inside it, which answers
+    (and logs) first. Call it after other ``app.add_middleware`` calls so that it wraps them
+    too; errors from middleware added later reach the ``Exception`` handler installed here
+    (in production) or Starlette's HTML page (in debug).
     """
     handlers = _ProblemHandlers(debug=debug)
-    app.add_exception_handler(HTTPException, handlers.http_exception)
-    app.add_exception_handler(RequestValidationError, handlers.validation_error)
-    app.add_exception_handler(NexusError, handlers.nexus_error)
-    app.add_exception_handler(Exception, handlers.server_error)
+    _add_handler(app, HTTPException, handlers.http_exception)
+    _add_handler(app, RequestValidationError, handlers.validation_error)
+    _add_handler(app, NexusError, handlers.nexus_error)
+    _add_handler(app, Exception, handlers.server_error)
     app.add_middleware(ServerErrorProblemMiddleware, debug=debug)
+
+
+def _add_handler(
+    app: FastAPI,
+    exc_class: type[Exception],
+    handler: Callable[[Request, Any], Awaitable[Response]],
+) -> None:
+    # Starlette types every handler as taking Exception; each of ours takes only the class it
+    # is registered for, which Starlette guarantees.
+    app.add_exception_handler(exc_class, handler)
 
 
 class _ProblemHandlers:
     def __init__(self, *, debug: bool) -> None:
         self.debug = debug
 
-    async def http_exception(self, request: Request, exc: Exception) -> Response:
-        if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
-            raise TypeError(f"expected an HTTPException, got {type(exc).__name__}")
+    async def http_exception(self, request: Request, exc: HTTPException) -> Response:
         status = exc.status_code
         if status < 200 or status in (204, 205, 304):
             return Response(status_code=status, headers=exc.headers)
@@ -81,9 +92,7 @@ class _ProblemHandlers:
             **extensions,
         )
 
-    async def validation_error(self, request: Request, exc: Exception) -> Response:
-        if not isinstance(exc, RequestValidationError):  # pragma: no cover - registered for it
-            raise TypeError(f"expected a RequestValidationError, got {type(exc).__name__}")
+    async def validation_error(self, request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
             for error in exc.errors()
@@ -95,7 +104,7 @@ class _ProblemHandlers:
             errors=errors,
         )
 
-    async def nexus_error(self, request: Request, exc: Exception) -> Response:
+    async def nexus_error(self, request: Request, exc: NexusError) -> Response:
         if isinstance(exc, PermissionError):
             status = 403
         elif isinstance(exc, LookupError):

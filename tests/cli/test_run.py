@@ -232,3 +232,45 @@ def test_worker_factory_reads_the_configuration_from_the_environment(
     config = app.kernel.config
     assert (config.app.name, config.environment, config.server.port) == ("Staged", "staging", 8123)
     assert config.plugin_paths == [project.root / "plugins"]
+
+
+CONFIGURED = """
+from fastapi import APIRouter
+from pydantic import BaseModel
+from nexus import Plugin
+
+class Settings(BaseModel):
+    word: str = "hello"
+
+class Main(Plugin):
+    Config = Settings
+
+    async def setup(self, ctx):
+        router = APIRouter()
+
+        @router.get("/word")
+        async def word() -> dict:
+            return {"word": ctx.config.word}
+
+        ctx.http.include_router(router)
+"""
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_configuration(project: Project) -> None:
+    """SIGHUP re-reads nexus.yaml: a valid change reaches the plugin, an invalid one changes nothing."""
+    project.plugins.write("greeter", CONFIGURED)
+    project.configure(plugins={"greeter": {"word": "hello"}})
+    with serving(project) as server:
+        assert server.get("/api/greeter/word").json() == {"word": "hello"}
+        project.configure(plugins={"greeter": {"word": "howdy"}})
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for(
+            lambda: server.get("/api/greeter/word").json() == {"word": "howdy"}, "new word"
+        )
+        project.configure(plugins={"greeter": {"word": ["not", "a", "word"]}})
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for(lambda: "Configuration not reloaded" in server.output(), "the rejection")
+        assert "plugins.greeter.word" in server.output()
+        assert server.get("/api/greeter/word").json() == {"word": "howdy"}
+        assert server.stop() == 0

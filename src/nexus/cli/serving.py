@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from nexus._version import __version__
+from nexus.errors import ConfigError
 from nexus.http.app import NexusApp, create_app
 from nexus.kernel.config import NexusConfig
 from nexus.kernel.kernel import Kernel
@@ -41,15 +44,50 @@ def build_app(config: NexusConfig, *, live_reload: bool = False) -> NexusApp:
             watcher = PluginWatcher(app.kernel) if live_reload else None
             if watcher is not None:
                 await watcher.start()
+            stop_listening = listen_for_config_reload(app.kernel)
             announce(app.kernel, url, live_reload=live_reload)
             try:
                 yield state
             finally:
+                stop_listening()
                 if watcher is not None:
                     await watcher.stop()
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def listen_for_config_reload(kernel: Kernel) -> Callable[[], None]:
+    """Re-read the configuration on SIGHUP; returns a callable that stops listening.
+
+    An invalid configuration is logged with every problem and changes nothing.
+    """
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            changed = await kernel.reload_config()
+        except ConfigError as exc:
+            logger.error("Configuration not reloaded: %s", exc)
+            return
+        names = ", ".join(sorted(changed)) or "none"
+        logger.info("Configuration reloaded; plugins with changed settings: %s", names)
+
+    def on_signal() -> None:
+        task = loop.create_task(reload())
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_signal)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / platform
+        return lambda: None
+
+    def stop() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return stop
 
 
 def announce(kernel: Kernel, url: str, *, live_reload: bool = False) -> None:

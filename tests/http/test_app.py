@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from nexus import Health, Plugin, PluginContext, PluginState
@@ -105,12 +107,13 @@ def shop_routes(router: APIRouter, ctx: PluginContext[Any]) -> None:
     async def create_item(item: Item) -> dict[str, Any]:
         return {"name": item.name, "quantity": item.quantity}
 
+    # Unannotated results (no response model) are rendered by the platform's orjson path.
     @router.get("/payload")
-    async def payload() -> dict[str, Any]:
+    async def payload():
         return PAYLOAD
 
     @router.get("/rows")
-    def rows() -> list[dict[str, Any]]:  # a sync endpoint, run in the thread pool
+    def rows():  # a sync endpoint, run in the thread pool
         return [{"row": i, "label": f"r{i}"} for i in range(3)]
 
     @router.get("/user", response_model=PublicUser)
@@ -303,7 +306,11 @@ async def test_docs_serve_the_swagger_page(tmp_path: Path) -> None:
 
 
 async def test_dict_and_list_results_are_the_json_fastapi_would_send(tmp_path: Path) -> None:
-    """Plain results render byte for byte as a bare FastAPI app renders the same values."""
+    """Results render byte for byte as a bare FastAPI app renders the same values.
+
+    `/payload` and `/rows` have no response model (the platform renders them with orjson);
+    `/hello` is typed by its annotation (FastAPI validates and renders it).
+    """
     reference = APIRouter()
     shop_routes(reference, None)  # type: ignore[arg-type] - the routes never touch the context
     bare = FastAPI()
@@ -335,6 +342,70 @@ async def test_pydantic_model_results_are_serialised(tmp_path: Path) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"name": "widget", "quantity": 7}
+
+
+done: list[str] = []
+
+
+def response_routes(router: APIRouter, ctx: PluginContext[Any]) -> None:
+    """Unannotated routes that also tell FastAPI how to respond, which plain JSON must keep."""
+
+    def tag_response(response: Response) -> None:
+        response.headers["X-From-Dependency"] = "yes"
+
+    @router.get("/header")
+    async def header(response: Response):
+        response.headers["X-From-Route"] = "yes"
+        response.status_code = 202
+        return {"ok": "header"}
+
+    @router.get("/dependency", dependencies=[Depends(tag_response)])
+    async def dependency():
+        return {"ok": "dependency"}
+
+    @router.post("/later", status_code=201)
+    def later(tasks: BackgroundTasks):
+        done.append("queued")
+        tasks.add_task(done.append, "ran")
+        return {"ok": "later"}
+
+    @router.delete("/gone", status_code=204)
+    async def gone() -> None:
+        return None
+
+    @router.get("/lines")
+    async def lines() -> AsyncIterator[dict[str, int]]:
+        for i in range(3):
+            yield {"line": i}
+
+    @router.get("/text", response_class=PlainTextResponse)
+    async def text() -> str:
+        return "plain"
+
+
+async def test_plain_results_keep_what_routes_and_dependencies_set(tmp_path: Path) -> None:
+    """Headers, status codes and background tasks set through FastAPI all reach the client."""
+    done.clear()
+    async with serve(build_app(tmp_path, Api("responses", response_routes))) as client:
+        header = await client.get("/api/responses/header")
+        dependency = await client.get("/api/responses/dependency")
+        later = await client.post("/api/responses/later")
+        gone = await client.delete("/api/responses/gone")
+        lines = await client.get("/api/responses/lines")
+        text = await client.get("/api/responses/text")
+    assert (header.status_code, header.headers["x-from-route"]) == (202, "yes")
+    assert header.json() == {"ok": "header"}
+    assert dependency.headers["x-from-dependency"] == "yes"
+    assert dependency.json() == {"ok": "dependency"}
+    assert (later.status_code, later.json(), done) == (201, {"ok": "later"}, ["queued", "ran"])
+    assert (gone.status_code, gone.content) == (204, b"")
+    assert lines.headers["content-type"] == "application/jsonl"
+    assert [json.loads(line) for line in lines.text.splitlines()] == [
+        {"line": 0},
+        {"line": 1},
+        {"line": 2},
+    ]
+    assert (text.headers["content-type"].split(";")[0], text.text) == ("text/plain", "plain")
 
 
 # -- health ----------------------------------------------------------------------------------

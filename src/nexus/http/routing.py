@@ -208,16 +208,43 @@ def build_plugin_app(
     for router, prefix, at in routers:
         base = at if at is not None else f"/api/{name}"
         app.include_router(router, prefix=f"{base}{prefix}", tags=[name])
-    for route in app.router.routes:
+    for route in _endpoints(app):
+        call = route.dependant.call
         if (
-            isinstance(route, APIRoute)
+            call is not None
             and route.response_field is None
-            and route.dependant.call is not None
-            and route.dependant.response_param_name is None
+            and (route.status_code or 200) not in (204, 205, 304)
             and (
                 isinstance(route.response_class, DefaultPlaceholder)
                 or route.response_class is JSONResponse
             )
+            and not inspect.isasyncgenfunction(call)  # streamed results
+            and not inspect.isgeneratorfunction(call)
+            and not _sets_response(route.dependant)
         ):
-            route.dependant.call = _fast_json(route.dependant.call, route.status_code or 200)
+            route.dependant.call = _fast_json(call, route.status_code or 200)
     return app
+
+
+def _endpoints(app: FastAPI) -> list[Any]:
+    """The app's FastAPI routes, as they serve requests.
+
+    FastAPI >= 0.160 keeps an included router as one route and serves it through per-route
+    contexts built on first use; building them here also takes the dependant analysis off
+    the first request after a plugin is swapped in.
+    """
+    found: list[Any] = []
+    for route in app.router.routes:
+        contexts = getattr(route, "effective_route_contexts", None)
+        if contexts is not None:
+            found.extend(c for c in contexts() if isinstance(c.original_route, APIRoute))
+        elif isinstance(route, APIRoute):
+            found.append(route)
+    return found
+
+
+def _sets_response(dependant: Any) -> bool:
+    """Whether the endpoint or a dependency takes `response: Response` to set headers."""
+    return dependant.response_param_name is not None or any(
+        _sets_response(sub) for sub in dependant.dependencies
+    )

@@ -148,6 +148,14 @@ class Server:
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        if self.process is None:
+            return float("nan")
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        # After the command name: state is field 3, utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_text(self) -> str:
         """What the server printed (warnings and errors only, at --log-level warning)."""
         return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
@@ -188,6 +196,7 @@ class WrkResult:
     max_ms: float = float("nan")
     non_2xx: int = 0
     socket_errors: int = 0
+    server_cpu_us: float = float("nan")  # filled in by `alternate`
 
     @property
     def failures(self) -> int:
@@ -264,19 +273,27 @@ def stop_wrk(process: subprocess.Popen[str]) -> WrkResult:
 
 
 def alternate(
-    targets: Sequence[tuple[str, str]], duration: float, rounds: int, *, warmup: float = 2.0
+    targets: Sequence[tuple[Server, str]], duration: float, rounds: int, *, warmup: float = 2.0
 ) -> dict[str, list[WrkResult]]:
-    """Load each (label, url) in turn, `rounds` times, after a short warm-up of each."""
-    for _, url in targets:
-        run_wrk(url, warmup)
-    results: dict[str, list[WrkResult]] = {label: [] for label, _ in targets}
+    """Load each (server, path) in turn, `rounds` times, after a short warm-up of each.
+
+    Each result also records the server's CPU time per request, read from /proc: on a shared
+    machine it moves far less than requests/s when other processes compete for the CPU.
+    """
+    for server, path in targets:
+        run_wrk(server.url(path), warmup)
+    results: dict[str, list[WrkResult]] = {server.label: [] for server, _ in targets}
     for round_index in range(rounds):
         order = targets if round_index % 2 == 0 else list(reversed(targets))
-        for label, url in order:
-            result = run_wrk(url, duration)
-            results[label].append(result)
+        for server, path in order:
+            cpu_before = server.cpu_seconds()
+            result = run_wrk(server.url(path), duration)
+            cpu = server.cpu_seconds() - cpu_before
+            result.server_cpu_us = cpu / max(result.requests, 1) * 1e6
+            results[server.label].append(result)
             print(
-                f"  round {round_index + 1}: {label:<28} {result.rps:10.0f} req/s  "
+                f"  round {round_index + 1}: {server.label:<24} {result.rps:8.0f} req/s  "
+                f"{result.server_cpu_us:6.1f} us CPU/req  "
                 f"p99 {result.latency_ms.get('99', float('nan')):7.2f} ms  "
                 f"failures {result.failures}",
                 flush=True,
@@ -288,19 +305,25 @@ def median_rps(results: list[WrkResult]) -> float:
     return statistics.median(result.rps for result in results)
 
 
+def median_cpu_us(results: list[WrkResult]) -> float:
+    return statistics.median(result.server_cpu_us for result in results)
+
+
 def median_latency(results: list[WrkResult], percent: str) -> float:
     return statistics.median(result.latency_ms.get(percent, float("nan")) for result in results)
 
 
 def print_table(results: dict[str, list[WrkResult]]) -> None:
-    """One line per side: median requests/s and latency percentiles, and total failures."""
-    header = f"{'':30} {'req/s':>10} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'failures':>9}"
-    print(header)
+    """One line per side: medians of req/s, server CPU per request and latency; failures."""
+    print(
+        f"{'':26} {'req/s':>8} {'CPU us/req':>11} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'failures':>9}"
+    )
     for label, runs in results.items():
         print(
-            f"{label:30} {median_rps(runs):10.0f} {median_latency(runs, '50'):8.2f} "
-            f"{median_latency(runs, '90'):8.2f} {median_latency(runs, '99'):8.2f} "
-            f"{sum(run.failures for run in runs):9d}"
+            f"{label:26} {median_rps(runs):8.0f} {median_cpu_us(runs):11.1f} "
+            f"{median_latency(runs, '50'):8.2f} {median_latency(runs, '90'):8.2f} "
+            f"{median_latency(runs, '99'):8.2f} {sum(run.failures for run in runs):9d}"
         )
 
 

@@ -26,6 +26,7 @@ from _common import (
     Server,
     alternate,
     make_parser,
+    median_cpu_us,
     median_latency,
     median_rps,
     print_table,
@@ -114,11 +115,7 @@ def main() -> None:
             )
         with running(*servers):
             bare, nexus = servers[0], servers[1]
-            paths = {bare.label: "/hello"}
-            targets = [
-                (server.label, server.url(paths.get(server.label, "/api/bench/hello")))
-                for server in servers
-            ]
+            targets = [(server, server.ready_path) for server in servers]
             print(
                 f"wrk -t1 -c32 -d{args.duration:g}s, {args.rounds} alternating rounds",
                 flush=True,
@@ -130,7 +127,9 @@ def main() -> None:
     bare_rps = median_rps(results[bare.label])
     nexus_rps = median_rps(results[nexus.label])
     ratio = nexus_rps / bare_rps
+    cpu_ratio = median_cpu_us(results[bare.label]) / median_cpu_us(results[nexus.label])
     print(f"ratio nexus/bare: {ratio:.3f} (target >= {TARGET_RATIO})")
+    print(f"ratio by server CPU per request (bare/nexus): {cpu_ratio:.3f}")
     result: dict[str, object] = {
         "bench": "http_overhead",
         "duration_s": args.duration,
@@ -139,7 +138,10 @@ def main() -> None:
         "nexus_rps": round(nexus_rps, 1),
         "bare_p99_ms": round(median_latency(results[bare.label], "99"), 3),
         "nexus_p99_ms": round(median_latency(results[nexus.label], "99"), 3),
+        "bare_cpu_us_per_request": round(median_cpu_us(results[bare.label]), 1),
+        "nexus_cpu_us_per_request": round(median_cpu_us(results[nexus.label]), 1),
         "ratio": round(ratio, 3),
+        "cpu_ratio": round(cpu_ratio, 3),
         "target_min_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
         "failures": sum(run.failures for runs in results.values() for run in runs),

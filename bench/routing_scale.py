@@ -24,6 +24,7 @@ from _common import (
     Server,
     alternate,
     make_parser,
+    median_cpu_us,
     median_latency,
     median_rps,
     print_table,
@@ -103,10 +104,7 @@ def main() -> None:
             env={"NEXUS_BENCH_CONFIG": config, "NEXUS_BENCH_PLUGINS": str(args.plugins)},
         )
         with running(one, many):
-            targets = [
-                (one.label, one.url(last_route(1))),
-                (many.label, many.url(last_route(args.plugins))),
-            ]
+            targets = [(one, last_route(1)), (many, last_route(args.plugins))]
             print(
                 f"{ROUTES} routes per plugin; wrk -t1 -c32 -d{args.duration:g}s on the last "
                 f"route of the last plugin, {args.rounds} alternating rounds",
@@ -119,7 +117,9 @@ def main() -> None:
     one_rps = median_rps(results[one.label])
     many_rps = median_rps(results[many.label])
     ratio = many_rps / one_rps
+    cpu_ratio = median_cpu_us(results[one.label]) / median_cpu_us(results[many.label])
     print(f"ratio {args.plugins} plugins / 1 plugin: {ratio:.3f} (target >= {TARGET_RATIO})")
+    print(f"ratio by server CPU per request (1 plugin / {args.plugins}): {cpu_ratio:.3f}")
     print(
         json.dumps(
             {
@@ -132,7 +132,10 @@ def main() -> None:
                 "many_plugins_rps": round(many_rps, 1),
                 "one_plugin_p99_ms": round(median_latency(results[one.label], "99"), 3),
                 "many_plugins_p99_ms": round(median_latency(results[many.label], "99"), 3),
+                "one_plugin_cpu_us_per_request": round(median_cpu_us(results[one.label]), 1),
+                "many_plugins_cpu_us_per_request": round(median_cpu_us(results[many.label]), 1),
                 "ratio": round(ratio, 3),
+                "cpu_ratio": round(cpu_ratio, 3),
                 "target_min_ratio": TARGET_RATIO,
                 "meets_target": ratio >= TARGET_RATIO,
                 "failures": sum(run.failures for runs in results.values() for run in runs),

@@ -87,6 +87,10 @@ def run(
         "http": "auto",
         # The platform writes its own structured access log (http.access_log).
         "access_log": False,
+        # Forwarded headers are honoured only from http.trusted_proxies, by the platform's
+        # own middleware; uvicorn would otherwise trust them from 127.0.0.1.
+        "proxy_headers": False,
+        "server_header": False,
     }
     if config.server.workers > 1:
         _serve_workers(path, environment, overrides, config, options)

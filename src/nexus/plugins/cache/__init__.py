@@ -11,6 +11,14 @@ await cache.set("greeting", "hello", ttl=60)
 profile = await cache.get_or_set(f"profile:{user_id}", lambda: load_profile(user_id), ttl=300)
 ```
 
+Route handlers take their plugin's cache as a dependency:
+
+```python
+@router.get("/report/{day}")
+async def report(day: str, cache: PluginCache) -> dict[str, Any]:
+    return await cache.get_or_set(f"report:{day}", lambda: build_report(day), ttl=60)
+```
+
 Two plugins writing the same key never see each other's values. `cached` memoises async
 functions and methods in a cache; see `nexus.plugins.cache.decorators`.
 """
@@ -18,6 +26,7 @@ functions and methods in a cache; see `nexus.plugins.cache.decorators`.
 from __future__ import annotations
 
 from nexus.plugins.cache.decorators import CachedFunction, cached
+from nexus.plugins.cache.dependencies import PluginCache
 from nexus.plugins.cache.errors import CacheError, CacheUnavailableError
 from nexus.plugins.cache.memory import MemoryCache, MemoryCacheStore
 from nexus.plugins.cache.plugin import CachePlugin
@@ -36,6 +45,7 @@ __all__ = [
     "CachedFunction",
     "MemoryCache",
     "MemoryCacheStore",
+    "PluginCache",
     "RedisCache",
     "RedisCacheStore",
     "cached",

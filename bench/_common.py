@@ -293,7 +293,8 @@ def alternate(
             results[server.label].append(result)
             print(
                 f"  round {round_index + 1}: {server.label:<24} {result.rps:8.0f} req/s  "
-                f"{result.server_cpu_us:6.1f} us CPU/req  "
+                f"{result.server_cpu_us:6.1f} us CPU/req "
+                f"({result.rps * result.server_cpu_us / 1e4:3.0f}% busy)  "
                 f"p99 {result.latency_ms.get('99', float('nan')):7.2f} ms  "
                 f"failures {result.failures}",
                 flush=True,
@@ -309,19 +310,29 @@ def median_cpu_us(results: list[WrkResult]) -> float:
     return statistics.median(result.server_cpu_us for result in results)
 
 
+def min_busy_percent(results: dict[str, list[WrkResult]]) -> float:
+    """The lowest share of a CPU any side's server got in a run (see print_table)."""
+    return min(run.rps * run.server_cpu_us / 1e4 for runs in results.values() for run in runs)
+
+
 def median_latency(results: list[WrkResult], percent: str) -> float:
     return statistics.median(result.latency_ms.get(percent, float("nan")) for result in results)
 
 
 def print_table(results: dict[str, list[WrkResult]]) -> None:
-    """One line per side: medians of req/s, server CPU per request and latency; failures."""
+    """One line per side: medians of req/s, server CPU per request and latency; failures.
+
+    `CPU busy` is the share of one CPU the server used (req/s x CPU per request): well below
+    100% means it waited for the CPU (other processes ran on it), so its req/s reads low.
+    """
     print(
-        f"{'':26} {'req/s':>8} {'CPU us/req':>11} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-        f"{'failures':>9}"
+        f"{'':26} {'req/s':>8} {'CPU us/req':>11} {'CPU busy':>9} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'failures':>9}"
     )
     for label, runs in results.items():
+        busy = statistics.median(run.rps * run.server_cpu_us / 1e4 for run in runs)
         print(
-            f"{label:26} {median_rps(runs):8.0f} {median_cpu_us(runs):11.1f} "
+            f"{label:26} {median_rps(runs):8.0f} {median_cpu_us(runs):11.1f} {busy:8.0f}% "
             f"{median_latency(runs, '50'):8.2f} {median_latency(runs, '90'):8.2f} "
             f"{median_latency(runs, '99'):8.2f} {sum(run.failures for run in runs):9d}"
         )

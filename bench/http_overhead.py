@@ -29,6 +29,7 @@ from _common import (
     median_cpu_us,
     median_latency,
     median_rps,
+    min_busy_percent,
     print_table,
     require_wrk,
     running,
@@ -144,6 +145,7 @@ def main() -> None:
         "cpu_ratio": round(cpu_ratio, 3),
         "target_min_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
+        "min_server_busy_pct": round(min_busy_percent(results), 1),
         "failures": sum(run.failures for runs in results.values() for run in runs),
     }
     if args.access_log:

@@ -10,16 +10,16 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import APIRouter, Depends
 
 from nexus import Event, Plugin, PluginContext
-from nexus.http.app import NexusApp
+from nexus.http.app import NexusApp, create_app, load_app_config
 from nexus.kernel import PluginSource, inline_plugin
 from nexus.kernel.correlation import actor
 from nexus.plugins.auth import AUTH, Auth, Principal, current_principal, require
 from nexus.plugins.auth.plugin import AuthPlugin
 from nexus.plugins.database import DatabasePlugin
-from nexus.testing import create_test_app
 
 #: Cheap argon2id parameters, so tests hash in microseconds rather than tenths of a second.
 FAST_HASHING = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -49,6 +49,10 @@ class Notes(Plugin):
             principal: Annotated[Principal, Depends(require("notes:write"))],
         ) -> dict[str, Any]:
             return {"written_by": principal.username}
+
+        @router.delete("/notes/{note_id}", dependencies=[Depends(require("notes:delete"))])
+        async def delete_note(note_id: int) -> dict[str, Any]:
+            return {"deleted": note_id}
 
         @router.get("/whoami")
         async def whoami(principal: Annotated[Principal, Depends(current_principal)]) -> Any:
@@ -107,14 +111,18 @@ def make_app(tmp_path: Path) -> AppFactory:
         data_dir: Path | None = None,
     ) -> NexusApp:
         settings: dict[str, Any] = {"password_hashing": FAST_HASHING, **(auth or {})}
-        config: dict[str, Any] = {
+        document: dict[str, Any] = {
             "data_dir": str(data_dir or tmp_path / "data"),
             "app": {"environment": environment},
+            "kernel": {"entry_points": False},
             "plugins": {"auth": settings, "database": dict(database or {})},
         }
-        return create_test_app(
+        # A real file: an environment given in code cannot (yet) select "production".
+        path = tmp_path / "nexus.yaml"
+        path.write_text(yaml.safe_dump(document))
+        return create_app(
+            load_app_config(path, env={}),
             plugins=[builtin("database", DatabasePlugin), builtin("auth", AuthPlugin), *plugins],
-            config=config,
         )
 
     return make

@@ -49,6 +49,25 @@ def principal_of(scope: Scope) -> Principal:
     raise unauthorized(error)
 
 
+def route_path(request: Request) -> str:
+    """The path template of the matched route (`/api/notes/notes/{id}`), else the URL path.
+
+    Routes of included routers may know only their own part of the path (`/notes/{id}`), so
+    the part before it is taken from the URL.
+    """
+    path: str = request.scope.get("path", "")
+    route = request.scope.get("route")
+    template, regex = getattr(route, "path", None), getattr(route, "path_regex", None)
+    if not isinstance(template, str) or regex is None:
+        return path
+    start = 0
+    while start >= 0:
+        if regex.match(path[start:]):
+            return path[:start] + template
+        start = path.find("/", start + 1)
+    return path
+
+
 async def current_principal(request: Request) -> Principal:
     """The signed-in user or API key; 401 problem when anonymous or the credential is bad."""
     return principal_of(request.scope)
@@ -71,10 +90,8 @@ def require(*permissions: str) -> Callable[[Request], Awaitable[Principal]]:
         missing = principal.missing(needed)
         if not missing:
             return principal
-        route = request.scope.get("route")
-        path = getattr(route, "path", None) or request.url.path
         state = request.scope["state"]
-        await state[SERVICE_KEY].deny(principal, f"{request.method} {path}", missing)
+        await state[SERVICE_KEY].deny(principal, f"{request.method} {route_path(request)}", missing)
         raise ProblemError(
             403,
             f"This needs permission {missing[0]!r}, which {principal.username!r} "

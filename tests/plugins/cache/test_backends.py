@@ -65,6 +65,9 @@ async def test_incr_refuses_a_non_integer(store: Store) -> None:
     await cache.set("name", "Ada")
     with pytest.raises(TypeError, match="Cache key 'name' in namespace 'app' holds"):
         await cache.incr("name")
+    with pytest.raises(TypeError, match="Cache key 'name' in namespace 'app' holds"):
+        await cache.incr("name", ttl=60)
+    assert await cache.get("name") == "Ada"
     with pytest.raises(TypeError, match="incr adds an int"):
         await cache.incr("hits", 1.5)  # type: ignore[arg-type]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -252,3 +254,20 @@ def test_invalid_urls_and_prefixes_are_refused() -> None:
         RedisCacheStore("http://:secret@example")
     with pytest.raises(ValueError, match="key prefix must be non-empty"):
         RedisCacheStore("redis://127.0.0.1:1/0", prefix=" ")
+
+
+def test_the_redis_client_is_imported_only_for_a_redis_store() -> None:
+    """Importing the cache plugin (and using its memory backend) does not import redis."""
+    code = (
+        "import sys, nexus.plugins.cache as c; c.MemoryCacheStore().namespace('app'); "
+        "print(any(m == 'redis' or m.startswith('redis.') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_missing_redis_client_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the redis package, making a Redis store says which extra to install."""
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+    with pytest.raises(ImportError, match=r"pip install 'nexus-platform\[redis\]'"):
+        RedisCacheStore("redis://127.0.0.1:1/0")

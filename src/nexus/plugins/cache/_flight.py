@@ -38,8 +38,3 @@ class SingleFlight:
             del self._tasks[key]
         if not task.cancelled():
             task.exception()  # retrieved here: every caller may have given up already
-
-    def cancel_all(self) -> None:
-        """Cancel every running work (the cache is closing)."""
-        for task in list(self._tasks.values()):
-            task.cancel()

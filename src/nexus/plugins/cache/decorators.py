@@ -170,7 +170,12 @@ class CachedFunction(Generic[P, R]):
     ) -> CachedFunction[..., R]: ...
     def __get__(self, instance: object, owner: type[Any] | None = None) -> CachedFunction[..., R]:
         """Bind to an instance, as functions do, so `obj.method(...)` passes `obj` on."""
-        return self if instance is None else CachedFunction(self._spec, instance)
+        if instance is None:
+            return self
+        bound: CachedFunction[..., R] = object.__new__(CachedFunction)
+        bound.__dict__.update(self.__dict__)  # the wrapped function's name, docs and spec
+        bound._instance = instance
+        return bound
 
     def _arguments(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         return args if self._instance is _UNBOUND else (self._instance, *args)

@@ -89,7 +89,6 @@ class MemoryCacheStore:
     async def aclose(self) -> None:
         """Drop every entry and refuse further use."""
         self.is_closed = True
-        self._flights.cancel_all()
         self._entries.clear()
         self._namespaces.clear()
         self._expiries.clear()

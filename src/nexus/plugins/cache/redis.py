@@ -108,6 +108,9 @@ class RedisCacheStore:
             from redis.asyncio import Redis
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import RedisError, ResponseError
+            from redis.exceptions import TimeoutError as RedisTimeoutError
         except ImportError as exc:
             raise ImportError(_MISSING_EXTRA) from exc
         if not prefix or any(c.isspace() for c in prefix):
@@ -128,6 +131,14 @@ class RedisCacheStore:
         except ValueError as exc:
             raise ValueError(f"Invalid Redis URL {self.url}: {exc}") from None
         self._release = self._client.register_script(_RELEASE_LOCK)
+        self._unreachable: tuple[type[Exception], ...] = (
+            RedisConnectionError,
+            RedisTimeoutError,
+            OSError,
+        )
+        self._redis_error: type[Exception] = RedisError
+        #: What Redis raises when it refuses a command (such as INCRBY on text).
+        self.response_error: type[Exception] = ResponseError
         self._flights = SingleFlight()
 
     def namespace(self, name: str) -> RedisCache:
@@ -142,7 +153,6 @@ class RedisCacheStore:
     async def aclose(self) -> None:
         """Close the connections; the store refuses further use."""
         self.is_closed = True
-        self._flights.cancel_all()
         await self._client.aclose()
 
     # -- operations for RedisCache -----------------------------------------------------------
@@ -155,10 +165,6 @@ class RedisCacheStore:
     @contextlib.contextmanager
     def errors(self) -> Iterator[None]:
         """Turn the client's connection errors into CacheUnavailableError naming the URL."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import RedisError
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
         if self.is_closed:
             raise CacheUnavailableError(
                 self.url,
@@ -167,9 +173,9 @@ class RedisCacheStore:
             )
         try:
             yield
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except self._unreachable as exc:
             raise CacheUnavailableError(self.url, _reason(exc)) from exc
-        except RedisError as exc:
+        except self._redis_error as exc:
             raise CacheError(
                 f"Redis at {self.url} refused a cache command: {_reason(exc)}."
             ) from exc
@@ -350,8 +356,6 @@ class RedisCache:
 
     async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
         """Add `amount` to the int under `key` (0 when missing); `ttl` applies on creation."""
-        from redis.exceptions import ResponseError
-
         store = self._store
         redis_key, ttl_ms = store.key(self._name, key), store.ttl_ms(ttl)
         check_amount(amount)
@@ -366,7 +370,7 @@ class RedisCache:
                     pipe.incrby(redis_key, amount)
                     _, total = await pipe.execute()
                 return int(total)
-            except ResponseError as exc:
+            except store.response_error as exc:
                 if "not an integer" not in str(exc):
                     raise
                 raise TypeError(

@@ -9,6 +9,7 @@ import click
 from nexus._version import __version__
 from nexus.cli._options import CommandError, FailedError
 from nexus.cli.config import config_group
+from nexus.cli.db import db
 from nexus.cli.doctor import doctor
 from nexus.cli.plugins import plugins
 from nexus.cli.run import run
@@ -50,3 +51,4 @@ def register_commands(*commands: click.Command) -> None:
 
 
 register_commands(run, plugins, config_group, doctor)
+register_commands(db)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi import APIRouter, Request
 from tests.http.test_app import assert_problem, build_app, serve
 
@@ -301,3 +302,38 @@ async def test_plugin_middleware_sees_the_request_id_and_platform_headers_wrap_i
         response = await client.get("/livez", headers={"X-Request-ID": "seen-by-plugin"})
     assert observed == ["seen-by-plugin"]
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PluginMiddlewareSlot._compose() calls every layer's factory again whenever any "
+    "plugin's middleware is added or removed, so a layer's instance (and its state) is replaced",
+)
+async def test_plugin_middleware_keeps_its_instance_when_another_plugin_changes(
+    tmp_path: Path,
+) -> None:
+    """A plugin's middleware object lives as long as the plugin, whatever other plugins do."""
+    instances: list[Counting] = []
+
+    class Counting:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app, self.count = app, 0
+            instances.append(self)
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            self.count += scope["type"] == "http"
+            await self.app(scope, receive, send)
+
+    class Metering(Plugin):
+        manifest = {"name": "metering", "version": "1.0.0"}
+
+        async def setup(self, ctx: PluginContext[Any]) -> None:
+            ctx.http.add_middleware(Counting)
+
+    app = build_app(tmp_path, Metering(), Stamping("other", [("other", 5)], []))
+    async with serve(app) as client:
+        await client.get("/livez")
+        await app.kernel.plugins.disable("other")
+        await client.get("/livez")
+    assert len(instances) == 1
+    assert instances[0].count == 2

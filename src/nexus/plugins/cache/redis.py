@@ -118,7 +118,10 @@ class RedisCacheStore:
         self.url: Final = redact_url(url)
         self.prefix: Final = prefix
         self.default_ttl: Final = check_ttl(default_ttl, "default_ttl")
-        self.lock_timeout: Final = check_ttl(lock_timeout, "lock_timeout") or 10.0
+        lock_seconds = check_ttl(lock_timeout, "lock_timeout")
+        if lock_seconds is None:
+            raise ValueError("lock_timeout must be a positive number of seconds, got None.")
+        self.lock_timeout: Final = lock_seconds
         self.stats: Final = CacheStats()
         self.is_closed = False
         try:

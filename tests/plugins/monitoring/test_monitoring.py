@@ -148,6 +148,7 @@ async def test_plugin_state_series_follow_a_disable() -> None:
     assert after[state, labels(plugin="notes", state="active")] == 1
     assert before["nexus_plugin_boot_seconds", labels(plugin="tasks")] > 0
     assert after["nexus_build_info", labels(version=nexus.__version__)] == 1
+    assert after["process_resident_memory_bytes", labels()] > 0
 
 
 async def test_event_counters_and_dead_letters_come_from_the_bus() -> None:

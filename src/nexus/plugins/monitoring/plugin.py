@@ -74,6 +74,10 @@ class MonitoringPlugin(Plugin):
         if directory is None:
             metrics = RequestMetrics.create(registry=registry, buckets=ctx.config.buckets)
             registry.register(PlatformCollector(platform))
+            # The usual process_* and python_* series; per process, so single-process mode only.
+            prometheus_client.ProcessCollector(registry=registry)
+            prometheus_client.PlatformCollector(registry=registry)
+            prometheus_client.GCCollector(registry=registry)
             sync = None
         else:
             # Several uvicorn workers share the directory: a uvicorn worker's parent is the

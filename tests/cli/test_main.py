@@ -75,17 +75,17 @@ def test_nexus_errors_become_messages_not_tracebacks(
 def test_register_commands_adds_a_group(nexus: Nexus, extra_commands: list[str]) -> None:
     """A command group registered later is runnable as `nexus <group> <command>`."""
 
-    @click.group("users")
-    def users() -> None:
-        """Manage users."""
+    @click.group("widgets")
+    def widgets() -> None:
+        """Manage widgets."""
 
-    @users.command("count")
+    @widgets.command("count")
     def count() -> None:
-        click.echo("3 users")
+        click.echo("3 widgets")
 
-    register_commands(users)
-    extra_commands.append("users")
-    assert nexus("users", "count").stdout == "3 users\n"
+    register_commands(widgets)
+    extra_commands.append("widgets")
+    assert nexus("widgets", "count").stdout == "3 widgets\n"
 
 
 def test_register_commands_refuses_to_replace_a_command(extra_commands: list[str]) -> None:

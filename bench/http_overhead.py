@@ -6,8 +6,9 @@ request id, access log, security headers, body limit, rate limit, gzip; the rate
 bucket is made too large to refuse, see bench/_common.py). One uvicorn worker each, on CPU 0;
 wrk on CPU 1; sides alternate; medians of the rounds. `--access-log` adds a third side whose
 access log is switched on (JSON lines to a file), since the default logging level skips it.
+`--typed` annotates both routes' results (FastAPI then validates them with pydantic).
 
-    .venv/bin/python bench/http_overhead.py [--duration 10] [--rounds 3] [--access-log]
+    .venv/bin/python bench/http_overhead.py [--duration 10] [--rounds 3] [--access-log] [--typed]
 
 Prints a table, then one JSON object as the last line.
 """
@@ -46,7 +47,7 @@ app = FastAPI()
 
 
 @app.get("/hello")
-async def hello():
+async def hello(){{returns}}:
     return {PAYLOAD}
 """
 
@@ -76,34 +77,40 @@ class Main(Plugin):
         router = APIRouter()
 
         @router.get("/hello")
-        async def hello():
+        async def hello(){{returns}}:
             return {PAYLOAD}
 
         ctx.http.include_router(router)
 """
 
 
-def write_apps(root: Path) -> Path:
-    """The two app modules and the plugin in `root`; returns the Nexus config path."""
-    (root / "bare_app.py").write_text(textwrap.dedent(BARE_APP))
+def write_apps(root: Path, *, typed: bool = False) -> Path:
+    """The two app modules and the plugin in `root`; returns the Nexus config path.
+
+    `typed` annotates both routes `-> dict[str, str]`, so FastAPI validates and renders the
+    result with pydantic on both sides; unannotated, Nexus renders it with orjson.
+    """
+    returns = " -> dict[str, str]" if typed else ""
+    (root / "bare_app.py").write_text(textwrap.dedent(BARE_APP.replace("{returns}", returns)))
     (root / "nexus_app.py").write_text(textwrap.dedent(NEXUS_APP))
     plugin = root / "plugins" / "bench"
     plugin.mkdir(parents=True)
     manifest = {"name": "bench", "version": "1.0.0", "entry": "plugin:Main"}
     (plugin / "manifest.json").write_text(json.dumps(manifest))
-    (plugin / "plugin.py").write_text(textwrap.dedent(PLUGIN))
+    (plugin / "plugin.py").write_text(textwrap.dedent(PLUGIN.replace("{returns}", returns)))
     return write_nexus_config(root, root / "plugins")
 
 
 def main() -> None:
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--access-log", action="store_true", help="add a side logging access")
+    parser.add_argument("--typed", action="store_true", help="annotate both routes' results")
     args = parser.parse_args()
     require_wrk()
 
     with tempfile.TemporaryDirectory(prefix="nexus-bench-") as tmp:
         root = Path(tmp)
-        config = write_apps(root)
+        config = write_apps(root, typed=args.typed)
         env = {"NEXUS_BENCH_CONFIG": str(config)}
         servers = [
             Server("bare FastAPI", "bare_app:app", root, "/hello"),
@@ -135,6 +142,7 @@ def main() -> None:
         "bench": "http_overhead",
         "duration_s": args.duration,
         "rounds": args.rounds,
+        "typed_routes": args.typed,
         "bare_rps": round(bare_rps, 1),
         "nexus_rps": round(nexus_rps, 1),
         "bare_p99_ms": round(median_latency(results[bare.label], "99"), 3),

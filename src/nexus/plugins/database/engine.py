@@ -29,7 +29,8 @@ def create_engine(url: URL, settings: DatabaseSettings) -> AsyncEngine:
             "max_overflow": settings.max_overflow,
             "pool_timeout": settings.pool_timeout,
             "pool_recycle": settings.pool_recycle if settings.pool_recycle is not None else -1,
-            "pool_pre_ping": True,
+            # A server may drop idle connections or restart; a SQLite file never goes away.
+            "pool_pre_ping": dialect == "postgresql",
         }
     if dialect == "sqlite":
         options["connect_args"] = {"timeout": settings.busy_timeout}

@@ -83,8 +83,13 @@ def database_url(settings: DatabaseSettings, data_dir: Path | None) -> URL:
 
 
 def dialect_of(url: URL) -> Dialect:
-    """ "sqlite" or "postgresql" for a URL accepted by `database_url`."""
-    return "sqlite" if url.get_backend_name() == "sqlite" else "postgresql"
+    """The backend of `url`: sqlite or postgresql (DatabaseURLError for any other)."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return "sqlite"
+    if backend == "postgresql":
+        return "postgresql"
+    raise DatabaseURLError(f"{backend!r} databases are not supported. Use {_SUPPORTED}.")
 
 
 def display_url(url: URL) -> str:

@@ -101,3 +101,25 @@ async def test_startup_error_in_setup_aborts_start(make_config: Callable[..., Ne
         await kernel.start()
     assert stopped == ["early"]
     assert kernel.plugins.status("guard").state is PluginState.FAILED
+
+
+async def test_scoped_instance_is_renewed_when_the_provider_restarts(
+    make_config: Callable[..., NexusConfig],
+) -> None:
+    """A consumer that did not declare the provider still gets a fresh instance after a restart."""
+
+    class Loose(Plugin):
+        manifest = {"name": "loose", "version": "1.0", "permissions": ["services:use:namespace"]}
+
+        async def setup(self, ctx: PluginContext[Any]) -> None:
+            self.ctx = ctx
+
+    loose = Loose()
+    async with Kernel(make_config(), plugins=[Provider(), loose], entry_points=False) as kernel:
+        before = loose.ctx.services.get(NAMESPACE)
+        assert loose.ctx.services.get(NAMESPACE) is before
+        await kernel.plugins.disable("provider")
+        await kernel.plugins.enable("provider")
+        after = loose.ctx.services.get(NAMESPACE)
+        assert after is not before
+        assert after.owner == "loose"

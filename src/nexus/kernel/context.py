@@ -212,7 +212,8 @@ class PluginServices:
         self._registry, self._name, self._permissions = registry, name, permissions
         self._provides = frozenset(manifest.provides)
         self._ownership, self._hint = ownership, hint
-        self._scoped: dict[str, object] = {}  # this plugin's instances of scoped services
+        # this plugin's instances of scoped services, with the registration they came from
+        self._scoped: dict[str, tuple[object, object]] = {}
 
     def provide(self, key: KeyLike[T], service: T) -> None:
         """Offer `service` under `key` to other plugins while this plugin is active."""
@@ -258,10 +259,15 @@ class PluginServices:
     def _resolve(self, key: KeyLike[T], name: str) -> T:
         if not self._registry.is_scoped(name):
             return self._registry.get(key, requester=self._name)
-        instance = self._scoped.get(name)
-        if instance is None:
-            instance = self._scoped[name] = self._registry.get(key, requester=self._name)
-        return cast(T, instance)
+        # Keyed by the provider's registration: a restarted provider makes a fresh instance.
+        registration = self._registry.registration(name)
+        cached = self._scoped.get(name)
+        if cached is None or cached[0] is not registration:
+            cached = self._scoped[name] = (
+                registration,
+                self._registry.get(key, requester=self._name),
+            )
+        return cast(T, cached[1])
 
     def get_optional(self, key: KeyLike[T]) -> T | None:
         """The service under `key`, or None when no active plugin provides it."""

@@ -116,6 +116,10 @@ class ServiceRegistry:
             return cast(T, cast(Callable[[str], object], service)(requester))
         return cast(T, service)
 
+    def registration(self, key: KeyLike[Any] | str) -> object | None:
+        """An object identifying the current registration of `key` (new after re-providing)."""
+        return self._services.get(key if isinstance(key, str) else key_name(key))
+
     def is_scoped(self, key: KeyLike[Any] | str) -> bool:
         """Whether `key` is provided per requesting plugin."""
         entry = self._services.get(key if isinstance(key, str) else key_name(key))

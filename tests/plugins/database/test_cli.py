@@ -67,11 +67,12 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
 def test_upgrade_applies_enabled_plugins_in_dependency_order_then_nothing(
     project: Project,
 ) -> None:
-    """Pending migrations of enabled plugins are applied in dependency order, once."""
+    """Pending migrations of startable plugins are applied in dependency order, once."""
     project.add("tags", TAGS)
     project.add("notes", NOTES, requires={"tags": ">=1.0"})
     project.add("plain", None)
     project.add("retired", {"0001_drop_everything.py": sql_migration("DROP TABLE tags")})
+    project.add("orphan", TAGS, requires={"missing": ">=1.0"})
     project.configure(retired={"enabled": False})
     first = project.nexus("db", "upgrade")
     second = project.nexus("db", "upgrade")
@@ -84,6 +85,9 @@ def test_upgrade_applies_enabled_plugins_in_dependency_order_then_nothing(
         "  applied notes 0002_add_pinned.py",
         "Applied 3 migrations.",
     ]
+    assert first.stderr.startswith(
+        "Skipped orphan: it cannot start (blocked: needs 'missing', which is not installed."
+    )
     assert second.exit_code == 0, second.output
     assert second.stdout.splitlines()[1:] == [
         "Nothing to apply: 2 plugins with migrations, all up to date."
@@ -184,3 +188,20 @@ def test_bad_database_settings_are_reported_without_a_traceback(
     assert message in result.stderr
     assert "s3cret-pw" not in result.output
     assert "Traceback" not in result.output
+
+
+async def test_upgrade_and_current_on_postgresql(project: Project, postgres_url: str) -> None:
+    """The commands work the same against PostgreSQL."""
+    project.configure(database={"url": postgres_url})
+    project.add("tags", TAGS)
+    project.add("notes", NOTES, requires={"tags": ">=1.0"})
+    # The commands run their own event loop, so they get a thread of their own here.
+    upgrade = await asyncio.to_thread(project.nexus, "db", "upgrade")
+    current = await asyncio.to_thread(project.nexus, "db", "current", "--json")
+    assert upgrade.exit_code == 0, upgrade.output
+    assert upgrade.stdout.splitlines()[-1] == "Applied 3 migrations."
+    assert current.exit_code == 0, current.output
+    assert json.loads(current.stdout)["plugins"] == [
+        {"plugin": "tags", "current": 1, "latest": 1, "pending": []},
+        {"plugin": "notes", "current": 2, "latest": 2, "pending": []},
+    ]

@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 import nexus.plugins.database
 from nexus import Plugin, PluginContext, PluginState
+from nexus.kernel import Kernel, load_config
 from nexus.plugins.database import (
     DATABASE,
     Database,
@@ -229,4 +230,57 @@ async def test_health_turns_unhealthy_when_the_server_goes_away(
     assert database["healthy"] is False
     assert database["detail"].startswith(
         f"Cannot reach database postgresql+asyncpg://nexus@127.0.0.1:{port}/"
+    )
+
+
+async def test_in_memory_sqlite_keeps_its_data_across_sessions() -> None:
+    """`sqlite+aiosqlite://` is one in-memory database shared by every session."""
+    async with open_database("sqlite+aiosqlite://") as database:
+        async with database.session() as session:
+            await session.execute(text("CREATE TABLE items (name VARCHAR(20))"))
+            await session.execute(text("INSERT INTO items VALUES ('kept')"))
+        async with database.session() as session:
+            names = (await session.execute(text("SELECT name FROM items"))).scalars().all()
+    assert names == ["kept"]
+
+
+async def test_ping_gives_up_on_a_server_that_does_not_answer() -> None:
+    """A server that accepts connections but never answers fails ping after its timeout."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = DatabaseSettings(
+        url=SecretStr(f"postgresql+asyncpg://nexus@127.0.0.1:{port}/app"), health_timeout=0.2
+    )
+    database = Database.from_settings(settings)
+    try:
+        with pytest.raises(nexus.plugins.database.DatabaseError) as caught:
+            await database.ping(timeout=0.2)
+    finally:
+        await database.dispose()
+        server.close()
+        for writer in accepted:
+            writer.transport.abort()
+        await server.wait_closed()
+    assert str(caught.value) == (
+        f"Database postgresql+asyncpg://nexus@127.0.0.1:{port}/app did not answer within 0.2 s."
+    )
+
+
+async def test_production_without_a_url_warns_that_sqlite_is_in_use(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In production the SQLite default still starts, with a warning to configure a server."""
+    config = load_config(
+        None, environment="production", env={}, overrides={"data_dir": str(tmp_path)}
+    )
+    async with Kernel(config, plugins=[database_plugin()], entry_points=False) as kernel:
+        assert kernel.plugins.status("database").state is PluginState.ACTIVE
+    assert (
+        f"plugins.database.url is not set: using SQLite at {tmp_path}/plugins/database/nexus.db"
+        in caplog.text
     )

@@ -194,6 +194,19 @@ async def test_misnamed_or_broken_files_are_refused_before_anything_runs(
     )
 
 
+async def test_a_missing_migrations_directory_is_an_error(tmp_path: Path) -> None:
+    """migrate() on a directory that does not exist names the plugin and the directory."""
+    database = Database.from_settings(DatabaseSettings(), data_dir=tmp_path)
+    try:
+        with pytest.raises(MigrationError) as caught:
+            await database.migrate("things", tmp_path / "nowhere")
+    finally:
+        await database.dispose()
+    assert str(caught.value) == (
+        f"Plugin 'things' has no migrations directory {str(tmp_path / 'nowhere')!r}."
+    )
+
+
 async def test_versions_unknown_to_the_directory_are_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

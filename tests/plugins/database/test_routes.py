@@ -113,3 +113,34 @@ async def test_a_route_of_a_plugin_without_the_grant_gets_no_session(tmp_path: P
     assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
     assert "services:use:database" in response.json()["detail"]
+
+
+class Reader(Plugin):
+    """Uses DbSession without requiring the database plugin, so it may run without it."""
+
+    manifest = {"name": "reader", "version": "1.0", "permissions": ["services:use:database"]}
+
+    async def setup(self, ctx: PluginContext[Any]) -> None:
+        router = APIRouter()
+
+        @router.get("/now")
+        async def now(session: DbSession) -> int:
+            return int((await session.execute(text("SELECT 1"))).scalar_one())
+
+        ctx.http.include_router(router)
+
+
+async def test_a_session_without_the_database_plugin_is_a_503(tmp_path: Path) -> None:
+    """With the database plugin disabled, DbSession answers 503 with Retry-After."""
+    app = create_test_app(
+        plugins=[database_plugin(), Reader()],
+        config={"data_dir": str(tmp_path), "plugins": {"database": {"enabled": False}}},
+    )
+    async with serve(app) as client:
+        response = await client.get("/api/reader/now")
+        await app.kernel.plugins.enable("database")
+        recovered = await client.get("/api/reader/now")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["detail"] == "The database is not available."
+    assert (recovered.status_code, recovered.json()) == (200, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 
 from nexus.testing import serve
@@ -118,3 +120,20 @@ async def test_disabling_a_user_revokes_their_sessions(make_app: AppFactory) -> 
         assert (
             await client.post("/api/auth/refresh", json={"refresh_token": token})
         ).status_code == 401
+
+
+async def test_concurrent_writes_on_sqlite(make_app: AppFactory) -> None:
+    """Simultaneous refreshes, logins and logouts on SQLite wait for each other, never fail."""
+    app = make_app(auth={"login_burst": 100})
+    async with serve(app) as client:
+        await auth_of(app).create_user("ada", PASSWORD)
+        token = (await login(client, "ada")).json()["refresh_token"]
+        others = [(await login(client, "ada")).json()["refresh_token"] for _ in range(3)]
+        responses = await asyncio.gather(
+            client.post("/api/auth/refresh", json={"refresh_token": token}),
+            client.post("/api/auth/refresh", json={"refresh_token": token}),
+            *(client.post("/api/auth/logout", json={"refresh_token": t}) for t in others),
+            *(login(client, "ada") for _ in range(3)),
+        )
+        assert sorted(r.status_code for r in responses[:2]) == [200, 401]
+        assert [r.status_code for r in responses[2:]] == [204] * 3 + [200] * 3

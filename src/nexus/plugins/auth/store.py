@@ -133,7 +133,12 @@ _USER_WITH_ROLES = sa.select(
 
 
 class AuthStore:
-    """Reads and writes the auth tables; each method is one transaction."""
+    """Reads and writes the auth tables; each method is one transaction.
+
+    A transaction that writes does so in its first statement: on SQLite a transaction that
+    reads first and writes later fails ("database is locked") if another connection
+    committed in between, where one that writes first simply waits for the lock.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -156,20 +161,14 @@ class AuthStore:
             if result.rowcount == 0:
                 await conn.execute(schema.roles.insert().values(name=name, **values))
 
-    async def _check_roles(self, conn: AsyncConnection, roles: Iterable[str]) -> list[str]:
+    async def _check_roles(self, roles: Iterable[str]) -> list[str]:
+        """The roles, sorted; UnknownRoleError if one is not defined (read before any write)."""
         wanted = sorted(set(roles))
         if not wanted:
             return wanted
-        known = set(
-            (
-                await conn.execute(
-                    sa.select(schema.roles.c.name).where(schema.roles.c.name.in_(wanted))
-                )
-            ).scalars()
-        )
+        known = await self.roles()
         if unknown := [r for r in wanted if r not in known]:
-            every = (await conn.execute(sa.select(schema.roles.c.name))).scalars()
-            raise UnknownRoleError(unknown, sorted(every))
+            raise UnknownRoleError(unknown, sorted(known))
         return wanted
 
     # -- users -------------------------------------------------------------------------------
@@ -185,8 +184,8 @@ class AuthStore:
     ) -> User:
         """Insert a user; UserExistsError when the name is taken, UnknownRoleError for roles."""
         user_id = uuid.uuid4().hex
+        wanted = await self._check_roles(roles)
         async with self.engine.begin() as conn:
-            wanted = await self._check_roles(conn, roles)
             try:
                 await conn.execute(
                     schema.users.insert().values(
@@ -242,13 +241,10 @@ class AuthStore:
 
     async def set_roles(self, user_id: str, roles: Iterable[str]) -> bool:
         """Replace the user's roles; False when there is no such user."""
+        wanted = await self._check_roles(roles)
+        if await self.user(user_id) is None:
+            return False
         async with self.engine.begin() as conn:
-            wanted = await self._check_roles(conn, roles)
-            exists = await conn.scalar(
-                sa.select(schema.users.c.id).where(schema.users.c.id == user_id)
-            )
-            if exists is None:
-                return False
             await conn.execute(
                 schema.user_roles.delete().where(schema.user_roles.c.user_id == user_id)
             )
@@ -352,7 +348,13 @@ class AuthStore:
     ) -> tuple[str, User | None] | None:
         """Revoke the family of the given token; its family id and user, None if unknown."""
         t = schema.refresh_tokens.c
+        family = sa.select(t.family_id).where(t.token_hash == token_hash).scalar_subquery()
         async with self.engine.begin() as conn:
+            await conn.execute(
+                schema.refresh_tokens.update()
+                .where(t.family_id == family, t.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
             row = (
                 await conn.execute(
                     sa.select(t.family_id, t.user_id).where(t.token_hash == token_hash)
@@ -360,7 +362,6 @@ class AuthStore:
             ).first()
             if row is None:
                 return None
-            await self._revoke_family(conn, row.family_id, now)
             return row.family_id, await self._user_in(conn, row.user_id)
 
     async def _revoke_family(self, conn: AsyncConnection, family_id: str, now: datetime) -> None:
@@ -451,16 +452,14 @@ class AuthStore:
     async def revoke_api_key(
         self, key_id: str, *, now: datetime, owner: str | None = None
     ) -> ApiKey | None:
-        """Revoke a key (only `owner`'s when given); the key as it was, None if not found."""
+        """Revoke a key (only `owner`'s when given); the revoked key, None if not found."""
         k = schema.api_keys.c
         conditions: Sequence[Any] = [k.id == key_id] + ([k.user_id == owner] if owner else [])
         async with self.engine.begin() as conn:
-            row = (await conn.execute(sa.select(schema.api_keys).where(*conditions))).first()
-            if row is None:
-                return None
             await conn.execute(
                 schema.api_keys.update()
-                .where(k.id == key_id, k.revoked_at.is_(None))
+                .where(*conditions, k.revoked_at.is_(None))
                 .values(revoked_at=now)
             )
-            return _api_key(row)
+            row = (await conn.execute(sa.select(schema.api_keys).where(*conditions))).first()
+            return None if row is None else _api_key(row)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import re
-import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, Protocol
@@ -16,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from nexus.errors import NexusError
 from nexus.kernel.correlation import actor as current_actor
 from nexus.kernel.services import ServiceKey
+from nexus.plugins.auth.credentials import Credentials
 from nexus.plugins.auth.errors import (
     InvalidCredentialsError,
     InvalidTokenError,
@@ -24,13 +23,12 @@ from nexus.plugins.auth.errors import (
     ScopeError,
 )
 from nexus.plugins.auth.passwords import Passwords
-from nexus.plugins.auth.principal import Principal, grants
+from nexus.plugins.auth.principal import Principal
 from nexus.plugins.auth.settings import AuthSettings
 from nexus.plugins.auth.store import ApiKey, AuthStore, User
 from nexus.plugins.auth.throttle import LoginThrottle
 from nexus.plugins.auth.tokens import (
     AccessTokens,
-    api_key_prefix,
     digest,
     new_api_key,
     new_refresh_token,
@@ -38,8 +36,6 @@ from nexus.plugins.auth.tokens import (
 
 #: Usernames: letters, digits and `_ . @ + -` (so e-mail addresses work), at most 150.
 _USERNAME: Final = re.compile(r"[A-Za-z0-9_.@+\-]{1,150}\Z")
-#: Verified credentials kept in memory; the oldest is dropped past this many.
-_CACHE_SIZE: Final = 10_000
 _INCORRECT: Final = "Incorrect username or password."
 
 #: The permission that lets a user manage other users' API keys.
@@ -73,11 +69,6 @@ class TokenPair(NamedTuple):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _evict_oldest(cache: dict[str, Any]) -> None:
-    while len(cache) >= _CACHE_SIZE:
-        del cache[next(iter(cache))]
 
 
 class Auth:
@@ -118,26 +109,18 @@ class Auth:
             ip_rate=settings.login_ip_rate,
             ip_burst=settings.login_ip_burst,
         )
+        self.credentials = Credentials(
+            self.tokens, store, leeway=settings.clock_skew, key_ttl=settings.api_key_cache_ttl
+        )
         self._events = events
         self._logger = logger or logging.getLogger("nexus.plugins.auth")
-        self._leeway = settings.clock_skew.total_seconds()
-        self._key_ttl = settings.api_key_cache_ttl.total_seconds()
-        self._roles: dict[str, frozenset[str]] = {}
         self._role_error: str | None = None
-        self._grants: dict[frozenset[str], frozenset[str]] = {}
-        self._tokens: dict[str, tuple[Principal, float]] = {}
-        self._keys: dict[str, tuple[Principal, float]] = {}
 
     # -- roles and permissions ---------------------------------------------------------------
 
     async def load_roles(self) -> None:
         """Read the role table; cached principals are dropped if a role changed."""
-        roles = await self.store.roles()
-        if roles != self._roles:
-            self._roles = roles
-            self._grants.clear()
-            self._tokens.clear()
-            self._keys.clear()
+        self.credentials.set_roles(await self.store.roles())
 
     async def watch_roles(self) -> None:
         """Re-read roles every `role_refresh_interval` (other instances may change them)."""
@@ -161,16 +144,11 @@ class Auth:
 
     def roles(self) -> dict[str, frozenset[str]]:
         """Every role and its permissions (as last read)."""
-        return dict(self._roles)
+        return self.credentials.roles
 
     def permissions_for(self, roles: Iterable[str]) -> frozenset[str]:
         """The union of the permissions of `roles` (unknown roles grant nothing)."""
-        key = roles if isinstance(roles, frozenset) else frozenset(roles)
-        found = self._grants.get(key)
-        if found is None:
-            found = frozenset().union(*(self._roles.get(role, frozenset()) for role in key))
-            self._grants[key] = found
-        return found
+        return self.credentials.permissions_for(roles)
 
     async def set_role(self, name: str, permissions: Iterable[str], description: str = "") -> None:
         """Create a role or replace its permissions (takes effect at once on this instance)."""
@@ -189,61 +167,11 @@ class Auth:
 
     def authenticate_token(self, token: str) -> Principal:
         """The principal of a valid access token; InvalidTokenError says what is wrong."""
-        cached = self._tokens.get(token)
-        if cached is not None:
-            if time.time() <= cached[1] + self._leeway:
-                return cached[0]
-            del self._tokens[token]
-        claims = self.tokens.verify(token)
-        principal = Principal(
-            claims.user_id,
-            claims.username,
-            claims.roles,
-            self.permissions_for(claims.roles),
-            None,
-            "user",
-            claims.token_id,
-        )
-        _evict_oldest(self._tokens)
-        self._tokens[token] = (principal, claims.expires_at)
-        return principal
+        return self.credentials.authenticate_token(token)
 
     async def authenticate_api_key(self, key: str) -> Principal:
         """The principal of a valid API key; InvalidTokenError says what is wrong."""
-        hashed = digest(key)
-        cached = self._keys.get(hashed)
-        now = time.time()
-        if cached is not None:
-            if now < cached[1]:
-                return cached[0]
-            del self._keys[hashed]
-        prefix = api_key_prefix(key)
-        if prefix is None:
-            raise InvalidTokenError("The API key is malformed.")
-        match = await self.store.find_api_key(prefix)
-        if match is None or not hmac.compare_digest(match.key_hash, hashed):
-            raise InvalidTokenError("The API key is not valid.")
-        record, user = match.key, match.user
-        if record.revoked_at is not None:
-            raise InvalidTokenError("The API key has been revoked.")
-        if record.expires_at is not None and record.expires_at.timestamp() <= now:
-            raise InvalidTokenError("The API key has expired.")
-        if not user.is_active:
-            raise InvalidTokenError("The API key's user is disabled.")
-        held = self.permissions_for(user.roles)
-        # A key never exceeds its user: a scope counts only while the user holds it.
-        effective = frozenset(
-            scope for scope in record.scopes if "admin" in user.roles or grants(held, scope)
-        )
-        principal = Principal(
-            user.id, user.username, user.roles, effective, record.scopes, "api_key", record.id
-        )
-        until = now + self._key_ttl
-        if record.expires_at is not None:
-            until = min(until, record.expires_at.timestamp())
-        _evict_oldest(self._keys)
-        self._keys[hashed] = (principal, until)
-        return principal
+        return await self.credentials.authenticate_api_key(key)
 
     async def deny(self, principal: Principal, resource: str, missing: list[str]) -> None:
         """Publish `security.denied`: `principal` lacked `missing` for `resource`."""
@@ -451,7 +379,7 @@ class Auth:
         """Enable or disable a user; disabling also revokes their sessions."""
         user = await self._user(user_id)
         await self.store.set_active(user.id, is_active, now=_now())
-        self._keys.clear()
+        self.credentials.forget()
         await self._publish(
             "auth.user.updated",
             resource=f"user:{user.username}",
@@ -546,8 +474,7 @@ class Auth:
         record = await self.store.revoke_api_key(key_id, now=_now(), owner=owner)
         if record is None:
             raise NotFoundError(f"No API key {key_id!r} of yours exists.")
-        for hashed in [h for h, (p, _) in self._keys.items() if p.credential_id == key_id]:
-            del self._keys[hashed]
+        self.credentials.forget_key(key_id)
         await self._publish(
             "auth.apikey.revoked",
             actor=principal.username,

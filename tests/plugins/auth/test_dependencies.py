@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nexus.kernel.correlation import actor
+from nexus.plugins.auth import schema
 from nexus.testing import create_test_app, serve
 from tests.plugins.auth.conftest import (
     PASSWORD,
@@ -111,3 +114,25 @@ async def test_disabling_auth_at_runtime_makes_protected_routes_503(
         assert (await client.get("/api/notes/whoami", headers=headers)).status_code == 503
         await app.kernel.plugins.enable("auth")
         assert (await client.get("/api/notes/whoami", headers=headers)).status_code == 200
+
+
+async def test_role_changes_by_another_instance_are_picked_up(make_app: AppFactory) -> None:
+    """A role changed in the database by someone else takes effect after the refresh interval."""
+    app = make_app(plugins=[Notes()], auth={"role_refresh_interval": 0.01})
+    async with serve(app) as client:
+        auth = auth_of(app)
+        await auth.set_role("reader", ["notes:read"])
+        await auth.create_user("bob", PASSWORD, roles=["reader"])
+        headers = await bearer(client, "bob")
+        assert (await client.post("/api/notes/notes", headers=headers)).status_code == 403
+        # Another instance grants notes:write to the role, straight in the shared database.
+        async with auth.store.engine.begin() as conn:
+            await conn.execute(
+                schema.roles.update()
+                .where(schema.roles.c.name == "reader")
+                .values(permissions=["notes:read", "notes:write"])
+            )
+        async with asyncio.timeout(5):
+            while (await client.post("/api/notes/notes", headers=headers)).status_code != 200:  # noqa: ASYNC110 - roles are re-read by a background task
+                await asyncio.sleep(0.01)
+        assert auth.roles()["reader"] == frozenset({"notes:read", "notes:write"})

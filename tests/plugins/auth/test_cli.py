@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import select
+import subprocess
+import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -78,3 +84,54 @@ def test_create_refuses_bad_input(make_app: AppFactory, tmp_path: Path) -> None:
     assert taken.exit_code == 1 and "already exists" in taken.stderr
     listed = nexus("users", "list", "--json", "--config", config)
     assert [(u["username"], u["roles"]) for u in json.loads(listed.stdout)] == [("ada", [])]
+
+
+def _expect(fd: int, text: str, seen: bytearray) -> None:
+    """Read the terminal until `text` appeared (or fail after 60 s)."""
+    deadline = time.monotonic() + 60
+    while text.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            pytest.fail(f"the terminal never showed {text!r}; it showed {bytes(seen)!r}")
+        try:
+            seen += os.read(fd, 4096)
+        except OSError:  # EIO: the process ended and closed the terminal
+            pytest.fail(f"the process ended before showing {text!r}: {bytes(seen)!r}")
+
+
+def _take_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pseudo-terminal becomes /dev/tty
+
+
+def test_create_asks_twice_on_a_terminal(make_app: AppFactory, tmp_path: Path) -> None:
+    """On a terminal the password is prompted for twice, without echo, and never in argv."""
+    make_app()
+    config = str(tmp_path / "nexus.yaml")
+    controller, terminal = os.openpty()
+    environment = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEXUS")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nexus.cli", "users", "create", "ada", "--config", config],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=_take_terminal,
+        env=environment,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        _expect(controller, "Password:", seen)
+        os.write(controller, PASSWORD.encode() + b"\n")
+        _expect(controller, "Repeat for confirmation:", seen)
+        os.write(controller, PASSWORD.encode() + b"\n")
+        _expect(controller, "Created user 'ada'", seen)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    assert PASSWORD.encode() not in seen
+    listed = nexus("users", "list", "--json", "--config", config)
+    assert [u["username"] for u in json.loads(listed.stdout)] == ["ada"]

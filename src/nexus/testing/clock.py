@@ -96,6 +96,7 @@ class FakeClock:
         Advancing before a background task reached its `sleep` would move time under it
         unnoticed. Raises AssertionError if fewer than `count` sleep within `timeout` seconds.
         """
+        __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
         try:
             async with asyncio.timeout(timeout):
                 while self.sleepers < count:

@@ -43,6 +43,7 @@ async def assert_unloads_cleanly(target: Kernel | NexusApp, name: str, *, cycles
     caches are cleared before looking, since they keep the endpoints and models they saw last
     (a bounded retention that is not the plugin's doing).
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
     if cycles < 1:
         raise ValueError(f"cycles must be at least 1, got {cycles!r}.")
     kernel, dispatcher = _parts(target)

@@ -78,6 +78,7 @@ class EventRecorder:
         Raises AssertionError naming what was recorded if they do not arrive within `timeout`
         seconds.
         """
+        __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count!r}.")
         found = self.matching(pattern)

@@ -157,10 +157,7 @@ FORGERIES = [
 ]
 
 
-@pytest.mark.parametrize(("forge", "reason"), FORGERIES)
-async def test_forged_or_stale_tokens_are_401(
-    make_app: AppFactory, forge: Any, reason: str
-) -> None:
+async def test_forged_or_stale_tokens_are_401(make_app: AppFactory) -> None:
     """Expired, re-signed, tampered, unsigned and algorithm-swapped tokens are all refused."""
     app = make_app(auth=SETTINGS)
     async with serve(app) as client:
@@ -168,12 +165,14 @@ async def test_forged_or_stale_tokens_are_401(
         genuine = jwt.encode(claims(user.id), KEY, "HS256")
         ok = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {genuine}"})
         assert ok.status_code == 200  # the same claims, honestly signed, are accepted
-        response = await client.get(
-            "/api/auth/me", headers={"Authorization": f"Bearer {forge(user.id)}"}
-        )
-        assert response.status_code == 401
-        assert response.json()["detail"] == reason
-        assert 'error="invalid_token"' in response.headers["www-authenticate"]
+        for case in FORGERIES:
+            forge, reason = case.values
+            response = await client.get(
+                "/api/auth/me", headers={"Authorization": f"Bearer {forge(user.id)}"}
+            )
+            assert (case.id, response.status_code) == (case.id, 401)
+            assert (case.id, response.json()["detail"]) == (case.id, reason)
+            assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
 async def test_anonymous_me_is_401_with_challenge(make_app: AppFactory) -> None:

@@ -82,7 +82,11 @@ def _tune_sqlite(engine: AsyncEngine, settings: DatabaseSettings, *, wal: bool) 
     def begin(connection: Connection) -> None:
         wait_ms = connection.get_execution_options().get(IMMEDIATE)
         if wait_ms is None:
-            connection.exec_driver_sql("BEGIN")
+            # Take the write lock up front: a deferred transaction that reads, then writes
+            # after another connection committed fails at once with "database is locked"
+            # (busy_timeout cannot help a stale snapshot). Writers queue instead; WAL readers
+            # of other connections are not blocked.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
             return
         connection.exec_driver_sql(f"PRAGMA busy_timeout = {int(wait_ms)}")
         try:

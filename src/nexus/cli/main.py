@@ -13,6 +13,7 @@ from nexus.cli.db import db
 from nexus.cli.doctor import doctor
 from nexus.cli.plugins import plugins
 from nexus.cli.run import run
+from nexus.cli.scaffold import new, plugin
 from nexus.cli.users import users
 from nexus.errors import ConfigError, NexusError
 
@@ -54,3 +55,4 @@ def register_commands(*commands: click.Command) -> None:
 register_commands(run, plugins, config_group, doctor)
 register_commands(users)
 register_commands(db)
+register_commands(new, plugin)

@@ -877,3 +877,10 @@ def test_source_of_parent_fallback(in_tmp: Path) -> None:
     assert config.source_of("plugins.cache.sizes.x") == "default"
     assert config.source_of("") == "default"
     assert config.source_of("server") == "default"
+
+
+def test_overrides_can_choose_the_environment() -> None:
+    """Settings passed in code may select the environment, like the base file can."""
+    config = load_config(None, env={}, overrides={"app": {"environment": "production"}})
+    assert config.environment == "production"
+    assert config.is_production

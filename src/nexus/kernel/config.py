@@ -305,7 +305,9 @@ def load_config(
         _merge(tree, sources, base_data, _line_sources(str(base), document.lines))
 
     env_tree, env_sources, env_problems = _environment_layer(environ)
-    chosen, chooser = _choose_environment(environment, environ, env_tree, base_data)
+    chosen, chooser = _choose_environment(
+        environment, environ, env_tree, base_data, dict(overrides or {})
+    )
     if base is not None and _ENVIRONMENT.match(chosen):
         overlay = base.with_name(f"{base.stem}.{chosen}{base.suffix}")
         if overlay.is_file():
@@ -361,13 +363,14 @@ def _choose_environment(
     environ: Mapping[str, str],
     env_tree: Mapping[str, Any],
     base_data: Mapping[str, Any],
+    overrides: Mapping[str, Any],
 ) -> tuple[str, str | None]:
     """The selected environment and, if it was not set in the configuration, what chose it."""
     if argument is not None:
         return argument, "environment argument"
     if environ.get("NEXUS_ENV"):
         return environ["NEXUS_ENV"], "environment variable NEXUS_ENV"
-    for layer in (env_tree, base_data):
+    for layer in (overrides, env_tree, base_data):
         app = layer.get("app")
         if isinstance(app, dict) and isinstance(app.get("environment"), str):
             return app["environment"], None

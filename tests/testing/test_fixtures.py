@@ -10,13 +10,14 @@ import pytest
 
 import nexus.testing
 from nexus.http.app import NexusApp
-from nexus.testing.plugin import AppFactory
+from nexus.testing import AppFactory
 from tests.conftest import PluginWriter
 
 
 def test_public_names_are_pinned() -> None:
     """`nexus.testing.__all__` is sorted and exactly the helpers plugin authors rely on."""
     assert nexus.testing.__all__ == [
+        "AppFactory",
         "EventRecorder",
         "FakeClock",
         "assert_unloads_cleanly",

@@ -87,8 +87,7 @@ from pathlib import Path
 import httpx
 import pytest
 from nexus import Kernel, ServiceKey
-from nexus.testing import EventRecorder, assert_unloads_cleanly, serve
-from nexus.testing.plugin import AppFactory
+from nexus.testing import AppFactory, EventRecorder, assert_unloads_cleanly, serve
 
 pytestmark = pytest.mark.asyncio
 
@@ -128,6 +127,11 @@ async def test_factory_with_service_fakes(nexus_app_factory: AppFactory) -> None
         assert (await client.post("/api/notes/", params={"text": "x"})).json()["stamp"] == "fake"
 
 
+@pytest.mark.nexus_config("not a mapping")
+async def test_marker_misuse(nexus_client: httpx.AsyncClient) -> None:
+    pass
+
+
 async def test_leaky_plugin_is_caught(nexus_app, nexus_client: httpx.AsyncClient) -> None:
     await assert_unloads_cleanly(nexus_app, "leaky")
 """
@@ -155,7 +159,7 @@ def write_project(pytester: pytest.Pytester, ini: str) -> None:
 
 
 def test_fixtures_in_strict_mode(pytester: pytest.Pytester) -> None:
-    """In pytest-asyncio's strict mode every fixture works, and the leak check can fail a test."""
+    """In pytest-asyncio's strict mode every fixture works; the leak check and bad markers fail."""
     write_project(
         pytester,
         """
@@ -169,8 +173,11 @@ def test_fixtures_in_strict_mode(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
         "--nexus-plugins", "src_plugins", "-p", "no:cacheprovider"
     )
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=5, failed=1, errors=1)
     output = result.stdout.str()
+    assert (
+        "@pytest.mark.nexus_config takes keyword arguments or dicts, got 'not a mapping'" in output
+    )
     assert "Plugin 'leaky' is still in memory after being unloaded (unload 1 of 3" in output
     assert (
         "-> dict['leaky.stash'] -> attribute 'plugin' of a Logger object "

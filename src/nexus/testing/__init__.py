@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from nexus.testing.clock import FakeClock
 from nexus.testing.factories import (
+    AppFactory,
     build_config,
     create_test_app,
     create_test_kernel,
@@ -29,6 +30,7 @@ from nexus.testing.leaks import assert_unloads_cleanly
 from nexus.testing.recorder import EventRecorder
 
 __all__ = [
+    "AppFactory",
     "EventRecorder",
     "FakeClock",
     "assert_unloads_cleanly",

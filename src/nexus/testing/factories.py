@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from nexus._version import __version__
 from nexus.errors import NexusError
@@ -26,6 +26,23 @@ OVERRIDES: Final = "test_overrides"
 
 #: Fakes by the key they stand in for: `{DATABASE: FakeDatabase()}`.
 ServiceFakes = Mapping[ServiceKey[Any] | type[Any], object]
+
+
+class AppFactory(Protocol):
+    """The app builder the `nexus_app_factory` fixture gives a test (for type hints)."""
+
+    def __call__(
+        self,
+        *,
+        plugins: Iterable[PluginSource | Plugin] = (),
+        config: Mapping[str, Any] | None = None,
+        plugin_paths: Sequence[str | Path] | None = None,
+        services: ServiceFakes | None = None,
+        entry_points: bool | None = None,
+    ) -> NexusApp:
+        """An app like create_test_app's; paths default to nexus_plugin_paths, and
+        entry_points to the config's `kernel.entry_points` (false unless set)."""
+        ...
 
 
 def build_config(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,25 +36,8 @@ if TYPE_CHECKING:
     from nexus.kernel.discovery import PluginSource
     from nexus.kernel.kernel import Kernel
     from nexus.kernel.plugin import Plugin
-    from nexus.testing.factories import ServiceFakes
+    from nexus.testing.factories import AppFactory, ServiceFakes
     from nexus.testing.recorder import EventRecorder
-
-
-class AppFactory(Protocol):
-    """The function `nexus_app_factory` gives a test."""
-
-    def __call__(
-        self,
-        *,
-        plugins: Iterable[PluginSource | Plugin] = (),
-        config: Mapping[str, Any] | None = None,
-        plugin_paths: Sequence[str | Path] | None = None,
-        services: ServiceFakes | None = None,
-        entry_points: bool | None = None,
-    ) -> NexusApp:
-        """Build an app; `plugin_paths` defaults to nexus_plugin_paths, `entry_points` to the
-        config's `kernel.entry_points` (false unless set)."""
-        ...
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -166,6 +149,11 @@ def nexus_app(
     # Closest marker wins: apply the module's, then the class's, then the test's.
     for marker in reversed(list(request.node.iter_markers("nexus_config"))):
         for mapping in marker.args:
+            if not isinstance(mapping, Mapping):
+                pytest.fail(
+                    f"@pytest.mark.nexus_config takes keyword arguments or dicts, got {mapping!r}",
+                    pytrace=False,
+                )
             config = _merge(config, mapping)
         config = _merge(config, marker.kwargs)
     return nexus_app_factory(plugins=nexus_plugins, config=config)

@@ -40,8 +40,7 @@ class AppFactory(Protocol):
         services: ServiceFakes | None = None,
         entry_points: bool | None = None,
     ) -> NexusApp:
-        """An app like create_test_app's; paths default to nexus_plugin_paths, and
-        entry_points to the config's `kernel.entry_points` (false unless set)."""
+        """Build an app like create_test_app (defaults: the nexus_* fixtures, kernel config)."""
         ...
 
 

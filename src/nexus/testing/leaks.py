@@ -33,10 +33,10 @@ async def assert_unloads_cleanly(target: Kernel | NexusApp, name: str, *, cycles
     """Unload and load directory plugin `name` `cycles` times; fail if any of it stays behind.
 
     After every unload, none of the plugin's event subscriptions, services, routes (when given
-    the app), tasks or modules may remain; tasks it started outside `ctx.tasks` count too.
-    After the cycles and a garbage collection, no instance, class, function or module of an
-    unloaded copy may still be alive. The plugin ends loaded and active. Raises AssertionError
-    listing what leaked and, for objects, the references that hold them.
+    the app), tasks or modules may remain, tasks it started outside `ctx.tasks` included; and,
+    after a garbage collection, no instance, class, function or module of the unloaded copy
+    may still be alive. The plugin ends loaded and active. Raises AssertionError listing what
+    leaked and, for objects, the references that hold them.
 
     The test itself must not keep the plugin instance (`kernel.plugins.plugin(name)`) in a
     variable: that reference counts as a leak. FastAPI's, pydantic's and typing's memoization

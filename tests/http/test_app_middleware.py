@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi import APIRouter, Request
 from tests.http.test_app import assert_problem, build_app, serve
 
@@ -304,11 +303,6 @@ async def test_plugin_middleware_sees_the_request_id_and_platform_headers_wrap_i
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PluginMiddlewareSlot._compose() calls every layer's factory again whenever any "
-    "plugin's middleware is added or removed, so a layer's instance (and its state) is replaced",
-)
 async def test_plugin_middleware_keeps_its_instance_when_another_plugin_changes(
     tmp_path: Path,
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter
@@ -22,12 +21,27 @@ DRAIN_TIMEOUT = 10.0
 RESERVED_ROOTS = frozenset({"api", "livez", "readyz", "docs", "redoc", "openapi.json"})
 
 
-@dataclass(order=True, frozen=True)
+class _Forward:
+    """The `app` a plugin middleware wraps: re-pointed when the layers around it change."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: ASGIApp) -> None:
+        self.target = target
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.target(scope, receive, send)
+
+
 class _Layer:
-    position: int
-    owner: str
-    factory: Any = field(compare=False)
-    options: dict[str, Any] = field(compare=False)
+    """One plugin middleware, built once around its own forwarder."""
+
+    __slots__ = ("app", "forward", "owner", "position")
+
+    def __init__(self, position: int, owner: str, factory: Any, options: dict[str, Any]) -> None:
+        self.position, self.owner = position, owner
+        self.forward = _Forward(_unwrapped)
+        self.app: ASGIApp = factory(self.forward, **options)
 
 
 async def _unwrapped(scope: Scope, receive: Receive, send: Send) -> None:
@@ -35,10 +49,11 @@ async def _unwrapped(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class PluginMiddlewareSlot:
-    """Middleware contributed by plugins, recomposed whenever one is added or removed.
+    """Middleware contributed by plugins, re-chained whenever one is added or removed.
 
     `app.add_middleware()` cannot change a running app, so plugins' middleware lives here, in
-    a list the platform owns; a request pays one call when no plugin adds any.
+    a list the platform owns; a request pays one call when no plugin adds any. Each layer is
+    built once, so its state survives other plugins' changes.
     """
 
     def __init__(self, app: ASGIApp | None = None) -> None:
@@ -64,17 +79,20 @@ class PluginMiddlewareSlot:
         self._compose()
 
         def remove() -> None:
-            if layer in self._layers:
-                self._layers.remove(layer)
+            if any(existing is layer for existing in self._layers):
+                self._layers = [existing for existing in self._layers if existing is not layer]
                 self._compose()
 
         return remove
 
     def _compose(self) -> None:
-        app = self._inner
-        for layer in sorted(self._layers, reverse=True):
-            app = layer.factory(app, **layer.options)
-        self._composed = app
+        # Stable sort: equal (position, owner) keep the order they were added in.
+        ordered = sorted(self._layers, key=lambda layer: (layer.position, layer.owner))
+        following = self._inner
+        for layer in reversed(ordered):
+            layer.forward.target = following
+            following = layer.app
+        self._composed = following
 
 
 class PluginHttp:

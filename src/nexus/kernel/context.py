@@ -223,16 +223,24 @@ class PluginServices:
             "services", lambda: registry.provide(key, service, provider=provider)
         )
 
-    def provide_scoped(self, key: KeyLike[T], factory: Callable[[str], T]) -> None:
+    def provide_scoped(
+        self,
+        key: KeyLike[T],
+        factory: Callable[[str], T],
+        *,
+        release: Callable[[T], object] | None = None,
+    ) -> None:
         """Offer a service made per consuming plugin: `factory(consumer_name)`.
 
         Each consumer gets its own instance (say, a cache namespace), made on its first `get`
-        and dropped when the consumer stops.
+        and dropped when the consumer stops. `release(instance)` (may be async), if given, is
+        called then too, after the consumer's teardown: to drop what it registered (jobs...).
         """
         self._check_provides(key_name(key))
         registry, provider = self._registry, self._name
         self._ownership.register(
-            "services", lambda: registry.provide_scoped(key, factory, provider=provider)
+            "services",
+            lambda: registry.provide_scoped(key, factory, provider=provider, release=release),
         )
 
     def _check_provides(self, name: str) -> None:
@@ -263,10 +271,11 @@ class PluginServices:
         registration = self._registry.registration(name)
         cached = self._scoped.get(name)
         if cached is None or cached[0] is not registration:
-            cached = self._scoped[name] = (
-                registration,
-                self._registry.get(key, requester=self._name),
-            )
+            instance = self._registry.get(key, requester=self._name)
+            cached = self._scoped[name] = (registration, instance)
+            release = self._registry.release_of(name)
+            if release is not None:
+                self._ownership.add_cleanup(lambda: release(instance))
         return cast(T, cached[1])
 
     def get_optional(self, key: KeyLike[T]) -> T | None:

@@ -54,6 +54,17 @@ def _expected_type(key: ServiceKey[Any] | type[Any]) -> type[Any] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class _Scoped:
+    """A scoped service's factory, and how a consumer's instance is released."""
+
+    factory: Callable[[str], Any]
+    release: Callable[[Any], object] | None
+
+    def __call__(self, consumer: str) -> Any:
+        return self.factory(consumer)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceInfo:
     """A registered service, for introspection."""
 
@@ -81,14 +92,23 @@ class ServiceRegistry:
         return self._add(name, (service, provider, False))
 
     def provide_scoped(
-        self, key: KeyLike[T], factory: Callable[[str], T], *, provider: str
+        self,
+        key: KeyLike[T],
+        factory: Callable[[str], T],
+        *,
+        provider: str,
+        release: Callable[[T], object] | None = None,
     ) -> Callable[[], None]:
-        """Register a factory called with each requesting plugin's name (e.g. a cache namespace)."""
-        if not callable(factory):
+        """Register a factory called with each requesting plugin's name (e.g. a cache namespace).
+
+        `release(instance)`, if given, is for the consumer's context to call when it stops.
+        """
+        if not callable(factory) or (release is not None and not callable(release)):
             raise TypeError(
-                f"Plugin {provider!r}: provide_scoped needs a factory, got {factory!r}."
+                f"Plugin {provider!r}: provide_scoped needs a factory (and a callable release), "
+                f"got {factory!r} and {release!r}."
             )
-        return self._add(key_name(key), (factory, provider, True))
+        return self._add(key_name(key), (_Scoped(factory, release), provider, True))
 
     def _add(self, name: str, entry: tuple[object, str, bool]) -> Callable[[], None]:
         current = self._services.get(name)
@@ -119,6 +139,13 @@ class ServiceRegistry:
     def registration(self, key: KeyLike[Any] | str) -> object | None:
         """An object identifying the current registration of `key` (new after re-providing)."""
         return self._services.get(key if isinstance(key, str) else key_name(key))
+
+    def release_of(self, key: KeyLike[Any] | str) -> Callable[[Any], object] | None:
+        """What releases a consumer's instance of the scoped service `key`, if anything."""
+        entry = self._services.get(key if isinstance(key, str) else key_name(key))
+        if entry is None or not isinstance(entry[0], _Scoped):
+            return None
+        return entry[0].release
 
     def is_scoped(self, key: KeyLike[Any] | str) -> bool:
         """Whether `key` is provided per requesting plugin."""

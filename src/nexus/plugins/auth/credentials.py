@@ -17,8 +17,8 @@ from nexus.plugins.auth.tokens import AccessTokens, api_key_prefix, digest
 CACHE_SIZE: Final = 10_000
 
 
-def _make_room(cache: dict[str, Any]) -> None:
-    while len(cache) >= CACHE_SIZE:
+def _make_room(cache: dict[str, Any], size: int = CACHE_SIZE) -> None:
+    while len(cache) >= size:
         del cache[next(iter(cache))]
 
 
@@ -26,15 +26,23 @@ class Credentials:
     """Verify credentials on the request path, as cheaply as possible.
 
     A verified access token is remembered until it expires, so a client that sends the same
-    token again costs one dict lookup rather than a signature check. An API key costs one
-    indexed query, then is trusted for `key_ttl` (a revocation elsewhere takes that long
-    to be seen; here it is immediate).
+    token again costs one dict lookup rather than a signature check (at most
+    `token_cache_size` tokens are remembered; 0 checks the signature every time). An API key
+    costs one indexed query, then is trusted for `key_ttl` (a revocation elsewhere takes that
+    long to be seen; here it is immediate).
     """
 
     def __init__(
-        self, tokens: AccessTokens, store: AuthStore, *, leeway: timedelta, key_ttl: timedelta
+        self,
+        tokens: AccessTokens,
+        store: AuthStore,
+        *,
+        leeway: timedelta,
+        key_ttl: timedelta,
+        token_cache_size: int = CACHE_SIZE,
     ) -> None:
         self.tokens, self.store = tokens, store
+        self._token_cache_size = token_cache_size
         self._leeway = leeway.total_seconds()
         self._key_ttl = key_ttl.total_seconds()
         self._roles: dict[str, frozenset[str]] = {}
@@ -91,8 +99,9 @@ class Credentials:
             "user",
             claims.token_id,
         )
-        _make_room(self._verified_tokens)
-        self._verified_tokens[token] = (principal, claims.expires_at)
+        if self._token_cache_size > 0:
+            _make_room(self._verified_tokens, self._token_cache_size)
+            self._verified_tokens[token] = (principal, claims.expires_at)
         return principal
 
     async def authenticate_api_key(self, key: str) -> Principal:

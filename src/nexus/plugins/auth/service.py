@@ -110,7 +110,11 @@ class Auth:
             ip_burst=settings.login_ip_burst,
         )
         self.credentials = Credentials(
-            self.tokens, store, leeway=settings.clock_skew, key_ttl=settings.api_key_cache_ttl
+            self.tokens,
+            store,
+            leeway=settings.clock_skew,
+            key_ttl=settings.api_key_cache_ttl,
+            token_cache_size=settings.verified_token_cache_size,
         )
         self._events = events
         self._logger = logger or logging.getLogger("nexus.plugins.auth")

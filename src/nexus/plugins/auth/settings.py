@@ -83,6 +83,12 @@ class AuthSettings(BaseModel):
         ge=timedelta(0),
         description="How long a verified API key is trusted without a database lookup.",
     )
+    verified_token_cache_size: int = Field(
+        10_000,
+        ge=0,
+        description="Verified access tokens remembered until they expire, so a token sent "
+        "again skips its signature check; 0 verifies the signature on every request.",
+    )
     role_refresh_interval: timedelta = Field(
         timedelta(seconds=30),
         gt=timedelta(0),

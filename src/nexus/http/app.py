@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -17,7 +17,7 @@ from nexus._version import __version__
 from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.facet import PluginHttp, PluginMiddlewareSlot
 from nexus.http.routing import PluginDispatcher
-from nexus.http.settings import HttpSettings
+from nexus.http.settings import HttpSettings, RateLimitSettings
 from nexus.http.stack import build_middleware_stack
 from nexus.http.types import ASGIApp, Receive, Scope, Send
 from nexus.kernel.config import NexusConfig, load_config
@@ -26,6 +26,9 @@ from nexus.kernel.discovery import PluginSource
 from nexus.kernel.kernel import Kernel
 from nexus.kernel.lifecycle import PluginState
 from nexus.kernel.plugin import Plugin
+
+if TYPE_CHECKING:
+    from nexus.redis.ratelimit import RedisRateLimitStore
 
 logger = logging.getLogger("nexus.http")
 
@@ -88,6 +91,7 @@ def create_app(
         settings = HttpSettings()
     debug = config.environment == "development"
     kernel = Kernel(config, plugins=plugins, entry_points=entry_points)
+    rate_limit_store = _rate_limit_store(settings.rate_limit)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -96,6 +100,8 @@ def create_app(
             yield
         finally:
             await kernel.stop()
+            if rate_limit_store is not None:
+                await rate_limit_store.aclose()
 
     app = NexusApp(
         title=config.app.name,
@@ -124,10 +130,28 @@ def create_app(
 
     kernel.register_facet(HTTP, http_facet)
     app._entry = build_middleware_stack(
-        slots["application"], settings, debug=debug, authentication=slots["authentication"].wrap
+        slots["application"],
+        settings,
+        debug=debug,
+        rate_limit_store=rate_limit_store,
+        authentication=slots["authentication"].wrap,
     )
     _add_health_routes(app, kernel)
     return app
+
+
+def _rate_limit_store(settings: RateLimitSettings) -> RedisRateLimitStore | None:
+    """The shared store `http.rate_limit` asks for; None keeps buckets in this process."""
+    if not settings.enabled or settings.store != "redis" or settings.redis_url is None:
+        return None
+    # Imported here: the redis extra is needed only when the configuration asks for Redis.
+    from nexus.redis.ratelimit import RedisRateLimitStore
+
+    return RedisRateLimitStore(
+        settings.redis_url.get_secret_value(),
+        prefix=settings.redis_prefix,
+        timeout=settings.redis_timeout,
+    )
 
 
 def _invalidate_openapi(app: NexusApp) -> Callable[[], None]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from nexus.http.body_limit import DEFAULT_MAX_BODY_SIZE
 from nexus.http.cors import DEFAULT_ALLOW_HEADERS, DEFAULT_ALLOW_METHODS, DEFAULT_EXPOSE_HEADERS
 from nexus.http.rate_limit import DEFAULT_EXEMPT_PATHS
 from nexus.http.security_headers import DEFAULT_CSP, DEFAULT_CSP_OVERRIDES, DEFAULT_HSTS
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class _Section(BaseModel):
@@ -77,16 +79,41 @@ class CorsSettings(_Section):
 
 
 class RateLimitSettings(_Section):
-    """Requests per client (signed-in user, else IP address), refilled at ``rate`` a second."""
+    """Requests per client (signed-in user, else IP address), refilled at ``rate`` a second.
+
+    ``store: redis`` shares the buckets between every instance (and worker) using
+    ``redis_url``; while Redis fails, requests are let through (a warning is logged at most
+    every 30 s), so losing Redis never takes the API down.
+    """
 
     enabled: bool = True
     rate: float = Field(default=20.0, gt=0)
     """Sustained requests per second per key."""
     burst: int = Field(default=100, ge=1)
     """Requests a key may make at once after being idle."""
+    store: Literal["memory", "redis"] = "memory"
+    """Where buckets live: ``memory`` (per process) or ``redis`` (shared by all instances)."""
     max_keys: int = Field(default=100_000, ge=1)
     """Buckets the in-memory store keeps before it drops the least recently used."""
+    redis_url: SecretStr | None = None
+    """``redis://[:password@]host[:port][/db]`` (or rediss://, unix://); for ``store: redis``."""
+    redis_prefix: str = Field(default="nexus:ratelimit", min_length=1, pattern=r"^\S+$")
+    """The start of every bucket's key in Redis."""
+    redis_timeout: float = Field(default=0.5, gt=0)
+    """Seconds to wait for Redis; a slow Redis adds up to this to a request."""
     exempt_paths: list[str] = list(DEFAULT_EXEMPT_PATHS)
+
+    @model_validator(mode="after")
+    def _check_store(self) -> RateLimitSettings:
+        if self.store != "redis":
+            return self
+        if self.redis_url is None:
+            raise ValueError(
+                "store 'redis' needs redis_url, e.g. redis_url: ${REDIS_URL:-redis://127.0.0.1:6379/0}"
+            )
+        if not self.redis_url.get_secret_value().startswith(_REDIS_SCHEMES):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return self
 
 
 class BodyLimitSettings(_Section):

@@ -8,9 +8,11 @@ A page's blocks run in order, in a fresh project directory (the working director
 - `yaml` blocks are loaded with the real configuration loader, and the sections of installed
   plugins validated by their Config models;
 - `json` blocks are plugin manifests, validated with the real Manifest model;
+- `toml` blocks must parse (they are pyproject.toml excerpts);
 - `shell` blocks run line by line: `nexus ...` through click's CliRunner (`nexus run` as a
   real server on a free loopback port, which `curl` lines then talk to), `pytest` in a
-  subprocess, `cd` and `export` as in a shell;
+  subprocess, `cd` and `export` as in a shell, and `make <target>` is checked to be a target
+  of the repository's Makefile (not run: `make test` runs this very suite);
 - a `text` block under `<!-- output -->` must appear, line by line, in the previous shell
   block's output; other `text` blocks are not code (trees, sample output) and are not run.
 
@@ -31,6 +33,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tomllib
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +51,7 @@ from nexus.kernel.manifest import Manifest
 from nexus.testing.servers import free_port, wait_for_port
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-LANGUAGES = frozenset({"python", "yaml", "json", "shell", "text"})
+LANGUAGES = frozenset({"python", "yaml", "json", "toml", "shell", "text"})
 _FENCE = re.compile(r"^```(?P<lang>[^\s`]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 _MARKER = re.compile(r"<!--\s*(?P<kind>[a-z]+)(?::\s*(?P<value>.*?))?\s*-->")
 _DOCUMENTED_PORT = re.compile(r"(?:localhost|127\.0\.0\.1):8000")
@@ -219,6 +222,9 @@ class PageRun:
             self._yaml(block)
         elif block.lang == "json":
             self._manifest(block, json.loads(block.body))
+        elif block.lang == "toml":
+            tomllib.loads(block.body)
+            self.ran.append("toml")
         elif block.lang == "shell":
             await self._shell(block)
         elif "output" in block.markers:
@@ -323,9 +329,13 @@ class PageRun:
             return done.stdout + done.stderr, done.returncode
         if command == "curl":
             return self._curl(block, args)
+        if command == "make":
+            targets = re.findall(r"^([\w-]+):", (DOCS.parent / "Makefile").read_text(), re.M)
+            missing = [target for target in args if target not in targets]
+            return f"not Makefile targets: {missing}" if missing else "", 2 if missing else 0
         raise AssertionError(
             f"{block.where}: the docs tests cannot run {command!r}; use nexus, pytest, curl, "
-            f"cd or export, or mark the block <!-- skip: reason -->"
+            f"make, cd or export, or mark the block <!-- skip: reason -->"
         )
 
     def _curl(self, block: Block, args: list[str]) -> tuple[str, int]:

@@ -6,7 +6,7 @@ when it opens a client, so importing this package costs nothing without it.
 
 from __future__ import annotations
 
-from nexus.redis.client import REDIS_EXTRA, check_url, open_redis, redact_url
+from nexus.redis.client import REDIS_EXTRA, check_url, describe_error, open_redis, redact_url
 from nexus.redis.ratelimit import RateLimitUnavailableError, RedisRateLimitStore
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "RateLimitUnavailableError",
     "RedisRateLimitStore",
     "check_url",
+    "describe_error",
     "open_redis",
     "redact_url",
 ]

@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, cast
 
 from nexus.kernel.correlation import correlation_id as _correlation_id
 
@@ -45,6 +45,19 @@ def counters_for(topics: dict[str, Counters], topic: str) -> Counters:
     if counters is None:
         counters = topics.get(OTHER_TOPICS) or topics.setdefault(OTHER_TOPICS, Counters())
     return counters
+
+
+class Outcome(Protocol):
+    """Told what became of one mailbox entry: a Tracker, or a cluster transport's Receipt."""
+
+    def finish(self, sub: Subscription) -> None:
+        """The handler finished with the event."""
+
+    def fail(self, sub: Subscription, letter: DeadLetter) -> None:
+        """The handler gave up on the event, which is now the dead letter `letter`."""
+
+    def drop(self, sub: Subscription) -> None:
+        """The event was not handled: unsubscribed, cancelled, or the bus closed."""
 
 
 class Tracker:
@@ -86,11 +99,11 @@ class Tracker:
 
 
 class Tracked:
-    """A mailbox entry for an event whose publisher waits for the outcome."""
+    """A mailbox entry for an event whose outcome someone waits for (a publisher, a transport)."""
 
     __slots__ = ("event", "tracker")
 
-    def __init__(self, event: Event, tracker: Tracker) -> None:
+    def __init__(self, event: Event, tracker: Outcome) -> None:
         self.event, self.tracker = event, tracker
 
 
@@ -436,7 +449,7 @@ class Subscription(Mailbox):
         self,
         task: asyncio.Task[None],
         event: Event,
-        tracker: Tracker | None,
+        tracker: Outcome | None,
         error: BaseException,
         timed_out: bool,
     ) -> None:

@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails, to_jsonable_python
@@ -31,7 +32,7 @@ from nexus.kernel._yaml import KeyPath, load_yaml
 _M = TypeVar("_M", bound=BaseModel)
 _T = TypeVar("_T")
 
-EventTransport = Literal["memory"]  # add "redis" here when its transport lands
+EventTransport = Literal["memory", "redis"]
 
 MASK: Final = "**********"
 _ENV_PREFIX: Final = "NEXUS__"
@@ -78,7 +79,12 @@ class KernelSettings(_Section):
 
 
 class EventSettings(_Section):
-    """The event bus: transport, queues, retries and dead letters."""
+    """The event bus: transport, queues, retries and dead letters.
+
+    The `redis_*` keys configure the redis transport (`nexus.redis.RedisTransport`): events
+    go to the streams `<redis_prefix>:stream:<first topic segment>`, trimmed to about
+    `redis_maxlen` entries; dead letters to `<redis_prefix>:dead`. Times are in seconds.
+    """
 
     transport: EventTransport = "memory"
     queue_size: int = Field(1000, ge=1)
@@ -87,6 +93,36 @@ class EventSettings(_Section):
     retry_delay: float = Field(0.1, ge=0)
     publish_timeout: float = Field(5.0, gt=0)
     dead_letter_limit: int = Field(1000, ge=0)
+    redis_url: SecretStr | None = Field(None, validate_default=True)
+    redis_prefix: str = "nexus:events"
+    redis_maxlen: int = Field(100_000, ge=1)  # entries kept per stream (approximately)
+    redis_batch: int = Field(100, ge=1)  # entries per read, acknowledgement and write
+    redis_block: float = Field(1.0, gt=0)  # how long one read waits for new entries
+    redis_claim_idle: float = Field(60.0, gt=0)  # unacknowledged this long: another takes it
+    redis_max_deliveries: int = Field(5, ge=1)  # then dead-lettered without handling
+    redis_timeout: float = Field(2.0, gt=0)  # to connect, and for each answer
+    redis_instance_id: str | None = None  # the consumer name; default: <host>-<pid>-<random>
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("transport") == "redis":
+            raise ValueError(
+                "the redis transport needs a server: set events.redis_url "
+                "(e.g. redis://127.0.0.1:6379/0) or NEXUS__EVENTS__REDIS_URL"
+            )
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("redis_prefix", "redis_instance_id")
+    @classmethod
+    def _check_redis_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() or c in "{}" for c in value)):
+            raise ValueError("must be a non-empty name without spaces or braces")
+        return value
 
 
 _KERNEL_SECTIONS: Final[Mapping[str, type[BaseModel]]] = {

@@ -2,6 +2,11 @@
 
 Each subscription has its own bounded mailbox and worker task (see `_mailbox`), so a slow or
 failing handler delays only itself. Failures are retried, then kept as dead letters.
+
+A plain Transport carries events between processes and hands each one back to the bus, which
+queues it for every matching subscription here. A ClusterTransport (Redis Streams, in
+`nexus.redis`) instead feeds each subscription itself, through a Subscriber handle, and is told
+through a Receipt when the handler is done, so that it acknowledges only handled events.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ import os
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Literal, Protocol, TypeAlias, TypedDict
+from typing import Any, Final, Literal, Protocol, TypeAlias, TypedDict, runtime_checkable
 
 from nexus.errors import EventError, EventQueueFullError, TransportError
 from nexus.kernel._mailbox import (
     Counters,
+    Outcome,
     Subscription,
     Tracked,
     Tracker,
@@ -36,9 +42,11 @@ from nexus.kernel._mailbox import (
     watch_interval,
 )
 from nexus.kernel.correlation import correlation_id as _correlation_id
+from nexus.kernel.plugin import Health
 from nexus.kernel.topics import matches, validate_pattern, validate_topic
 
 __all__ = [
+    "ClusterTransport",
     "DeadLetter",
     "DeadLetterStore",
     "Deliver",
@@ -48,6 +56,8 @@ __all__ = [
     "Handler",
     "MemoryTransport",
     "Mode",
+    "Receipt",
+    "Subscriber",
     "SubscriptionInfo",
     "TopicStats",
     "Transport",
@@ -73,6 +83,15 @@ class Event:
     data: Any
     correlation_id: str | None
     priority: int = 0
+    # Deliveries of this event to the subscription handling it, this one included: 1 unless a
+    # cluster transport hands it in again (its consumer died before acknowledging it). Local
+    # retries do not count. The envelope's `id` stays the same: use it to handle idempotently.
+    attempt: int = 1
+
+    @property
+    def redelivered(self) -> bool:
+        """Whether an earlier delivery of this event may have been handled, in part or whole."""
+        return self.attempt > 1
 
     @property
     def datetime(self) -> dt.datetime:
@@ -138,6 +157,7 @@ def _new_event(
     draft.type, draft.source, draft.time, draft.data = topic, source, _wall_clock(), data
     draft.correlation_id = correlation_id if correlation_id is not None else _correlation_id.get()
     draft.priority = priority
+    draft.attempt = 1
     draft.__class__ = Event
     event: Event = draft
     return event
@@ -149,7 +169,11 @@ Deliver: TypeAlias = Callable[[Event], Awaitable[None]]
 
 
 class Transport(Protocol):
-    """How published events reach subscribers: in memory here, Redis Streams later."""
+    """How published events reach subscribers: in memory here, Redis Streams in `nexus.redis`.
+
+    A transport may also define `async def health(self) -> Health`, which the bus's `health()`
+    (and so `/readyz`) reports.
+    """
 
     async def start(self, deliver: Deliver) -> None:
         """Begin carrying events; call `deliver` with each event this process should handle."""
@@ -185,6 +209,158 @@ class MemoryTransport:
     async def close(self) -> None:
         """Stop delivering."""
         self._deliver = None
+
+
+@runtime_checkable
+class ClusterTransport(Transport, Protocol):
+    """A transport that feeds each subscription itself, such as Redis Streams consumer groups.
+
+    The bus attaches every running subscription; the transport hands it the events it should
+    handle on this instance (`shared`: once across the cluster, `broadcast`: on every
+    instance) through `Subscriber.put`, and learns from the Receipt when each one is done.
+    `start` is given the bus's deliver function too, which a cluster transport need not use.
+    """
+
+    def attach(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Start feeding `subscriber`; returns a function that stops (it must not block)."""
+
+    async def acknowledged(self, event: Event, subscriber: Subscriber) -> bool:
+        """Whether `event`, published here, is done with for `subscriber` anywhere."""
+
+    async def health(self) -> Health:
+        """Whether events can be published and received now."""
+
+
+class Receipt:
+    """A cluster transport's hold on one event it handed to a subscription.
+
+    The bus calls exactly one of `handled`, `dead_lettered` or `dropped` when the subscription
+    is done with the event; a subclass acknowledges it, or leaves it to be redelivered.
+    """
+
+    __slots__ = ()
+
+    def handled(self) -> None:
+        """The handler finished with the event (after retries, if any)."""
+
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        """The handler gave up on the event; `letter` is in the bus's dead-letter store."""
+
+    def dropped(self) -> None:
+        """The event was not handled here: the subscription ended or the bus closed first."""
+
+    # The subscription's worker settles what it takes from its mailbox through these.
+
+    def finish(self, sub: object) -> None:
+        self.handled()
+
+    def fail(self, sub: object, letter: DeadLetter) -> None:
+        self.dead_lettered(letter)
+
+    def drop(self, sub: object) -> None:
+        self.dropped()
+
+
+class Subscriber:
+    """A subscription as a cluster transport sees it: who subscribed, and a way in for events.
+
+    `key` (`<owner>:<pattern>:<handler qualname>`) is the same on every instance and across
+    restarts, so it can name a consumer group. Should one plugin subscribe two handlers with
+    the same qualname to one pattern, the later ones get `#2`, `#3`... in subscription order.
+    """
+
+    __slots__ = ("_bus", "_sub", "capacity", "handler", "key", "mode", "owner", "pattern")
+
+    def __init__(self, bus: EventBus, sub: Subscription, key: str) -> None:
+        self._bus, self._sub, self.key = bus, sub, key
+        self.pattern, self.owner, self.handler = sub.pattern, sub.owner, sub.handler_name
+        self.mode: Mode = sub.mode
+        self.capacity = sub.maxsize  # events its mailbox holds
+
+    def __repr__(self) -> str:
+        return f"<Subscriber {self.key!r} ({self.mode})>"
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the subscription still takes events."""
+        return self._sub.is_active and not self._sub.is_closed
+
+    def matches(self, topic: str) -> bool:
+        """Whether the subscription's pattern matches `topic`."""
+        return matches(self.pattern, topic)
+
+    async def put(self, event: Event, receipt: Receipt) -> bool:
+        """Queue `event` for the handler, waiting for room; False if the subscription ended.
+
+        Once this returns True, the bus settles `receipt` exactly once. On False it never will.
+        """
+        sub, bus = self._sub, self._bus
+        if not sub.is_active or sub.is_closed:
+            return False
+        if event.type not in bus._topics:
+            bus._counters(event.type)
+        outcome: Outcome = receipt
+        if bus._settling:
+            settling = bus._settling.get(event.id)
+            if settling is not None:
+                outcome = settling.chain(sub, receipt)
+        item = Tracked(event, outcome)
+        if sub.put_nowait(item, event.priority):
+            return True
+        while True:  # the transport bounds what it reads ahead, so this wait is short
+            result = await sub.put(item, event.priority, 1.0)
+            if result != "full":
+                return result == "put"
+
+    def dead_letter(self, event: Event, reason: str, attempts: int) -> DeadLetter:
+        """Record `event` as a dead letter without handling it, e.g. after too many deliveries."""
+        return self._bus._dead_letter(self._sub, event, TransportError(reason), attempts)
+
+
+class _Settling:
+    """publish_and_wait through a cluster transport: the local subscriptions still to settle."""
+
+    __slots__ = ("open", "tracker")
+
+    def __init__(self, tracker: Tracker, subs: Sequence[Subscription]) -> None:
+        self.tracker, self.open = tracker, set(subs)
+
+    def chain(self, sub: Subscription, receipt: Receipt) -> Outcome:
+        return _Chained(self, receipt) if sub in self.open else receipt
+
+    def settle(
+        self, sub: Subscription, letter: DeadLetter | None = None, *, drop: bool = False
+    ) -> None:
+        if sub not in self.open:
+            return
+        self.open.discard(sub)
+        if drop:
+            self.tracker.drop(sub)
+        elif letter is not None:
+            self.tracker.fail(sub, letter)
+        else:
+            self.tracker.finish(sub)
+
+
+class _Chained:
+    """Settles a local delivery's receipt and the publish_and_wait that waits for it."""
+
+    __slots__ = ("receipt", "settling")
+
+    def __init__(self, settling: _Settling, receipt: Receipt) -> None:
+        self.settling, self.receipt = settling, receipt
+
+    def finish(self, sub: Subscription) -> None:
+        self.receipt.handled()
+        self.settling.settle(sub)
+
+    def fail(self, sub: Subscription, letter: DeadLetter) -> None:
+        self.receipt.dead_lettered(letter)
+        self.settling.settle(sub, letter)
+
+    def drop(self, sub: Subscription) -> None:
+        self.receipt.dropped()
+        self.settling.settle(sub, drop=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +517,11 @@ class EventBus:
         self._transport: Final = transport if transport is not None else MemoryTransport()
         # The memory transport would only call back into _deliver: publish inlines that instead.
         self._is_direct: Final = type(self._transport) is MemoryTransport
+        self._cluster: Final = (
+            self._transport if isinstance(self._transport, ClusterTransport) else None
+        )
+        self._attached: dict[Subscription, tuple[Subscriber, Callable[[], None]]] = {}
+        self._settling: dict[str, _Settling] = {}  # event id -> publish_and_wait, cluster only
         self._queue_size, self._publish_timeout = queue_size, publish_timeout
         self._handler_timeout, self._retries, self._retry_delay = (
             handler_timeout,
@@ -374,6 +555,7 @@ class EventBus:
         self._state, self._is_running = "running", True
         for sub in self._subs:
             self._spawn(sub)
+            self._attach(sub)
         timeouts = [sub.timeout for sub in self._subs] + [self._handler_timeout]
         self._watchdog.start(watch_interval(min(timeouts)))
 
@@ -388,9 +570,11 @@ class EventBus:
         self._state, self._is_running = "closing", False
         try:
             if was_running:
+                self._detach_all()  # a cluster transport stops reading before the workers drain
                 await self._stop_workers(grace)
                 await self._watchdog.stop()
         finally:
+            self._detach_all()
             for sub in self._subs:
                 sub.release()
             self._subs.clear()
@@ -398,6 +582,10 @@ class EventBus:
             for tracker in self._waiting.values():  # published, never delivered back to us
                 tracker.expect(())
             self._waiting.clear()
+            for settling in self._settling.values():
+                settling.open.clear()
+                settling.tracker.expect(())
+            self._settling.clear()
             self._state = "closed"
             if was_running:
                 await self._transport.close()
@@ -413,6 +601,16 @@ class EventBus:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    async def health(self) -> Health:
+        """Whether events can be published and delivered now (the transport's health)."""
+        if not self._is_running:
+            return Health.unhealthy(f"the event bus is {self._state}")
+        check = getattr(self._transport, "health", None)
+        if check is None:
+            return Health.healthy(f"{type(self._transport).__name__} is running")
+        health: Health = await check()
+        return health
 
     async def _stop_workers(self, grace: float) -> None:
         me = asyncio.current_task()
@@ -466,6 +664,7 @@ class EventBus:
             correlation_id if correlation_id is not None else _current_correlation_id()
         )
         draft.priority = priority
+        draft.attempt = 1
         draft.__class__ = Event
         event: Event = draft
         if not self._is_direct:
@@ -510,6 +709,8 @@ class EventBus:
         route.counters.published += 1
         event = _new_event(topic, data, source, priority, correlation_id)
         tracker = Tracker(event, asyncio.get_running_loop().create_future())
+        if self._cluster is not None:
+            return await self._publish_and_settle(self._cluster, tracker, route.subs, timeout)
         self._waiting[event.id] = tracker
         try:
             await self._transport.publish(event)
@@ -517,6 +718,56 @@ class EventBus:
             self._waiting.pop(event.id, None)
             raise
         return await self._outcome(tracker, timeout)
+
+    async def _publish_and_settle(
+        self,
+        cluster: ClusterTransport,
+        tracker: Tracker,
+        subs: tuple[Subscription, ...],
+        timeout: float | None,
+    ) -> DeliveryReport:
+        # Broadcast subscriptions here always get the event; a shared one may see it handled by
+        # another instance, which only the transport can tell (an outcome there is "delivered").
+        event = tracker.event
+        tracker.expect(subs)
+        settling = self._settling[event.id] = _Settling(tracker, subs)
+        try:
+            await cluster.publish(event)
+            shared = [sub for sub in subs if sub.mode == "shared"]
+            watch = None
+            if shared:
+                watch = asyncio.get_running_loop().create_task(
+                    self._watch_acknowledgements(cluster, settling, shared),
+                    name=f"nexus.events:settle:{event.id}",
+                )
+            try:
+                return await self._outcome(tracker, timeout)
+            finally:
+                if watch is not None:
+                    watch.cancel()
+        finally:
+            self._settling.pop(event.id, None)
+
+    async def _watch_acknowledgements(
+        self, cluster: ClusterTransport, settling: _Settling, shared: list[Subscription]
+    ) -> None:
+        delay = 0.002
+        while settling.open:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            for sub in shared:
+                attached = self._attached.get(sub)
+                if sub not in settling.open:
+                    continue
+                if attached is None:  # unsubscribed meanwhile
+                    settling.settle(sub, drop=True)
+                    continue
+                try:
+                    done = await cluster.acknowledged(settling.tracker.event, attached[0])
+                except TransportError:
+                    continue  # the transport's health says why; keep waiting
+                if done:
+                    settling.settle(sub)
 
     async def _deliver(self, event: Event) -> None:
         """Queue `event` for this process's matching subscribers (the transport calls this)."""
@@ -533,7 +784,7 @@ class EventBus:
         if blocked:
             await self._wait_for_room(event, item, blocked)
 
-    def _route(self, topic: str) -> _Route:
+    def _counters(self, topic: str) -> Counters:
         counters = self._topics.get(topic)
         if counters is None:
             validate_topic(topic)
@@ -541,6 +792,10 @@ class EventBus:
                 counters = self._topics[topic] = Counters()
             else:  # topic names with ids in them must not grow memory without bound
                 counters = counters_for(self._topics, topic)
+        return counters
+
+    def _route(self, topic: str) -> _Route:
+        counters = self._counters(topic)
         route = _Route(counters, tuple(s for s in self._subs if matches(s.pattern, topic)))
         if len(self._routes) >= _ROUTE_CACHE_SIZE:
             del self._routes[next(iter(self._routes))]
@@ -661,6 +916,7 @@ class EventBus:
         self._routes.clear()
         if self._is_running:
             self._spawn(sub)
+            self._attach(sub)
             if watch_interval(sub.timeout) < self._watchdog.interval:
                 self._watchdog.start(watch_interval(sub.timeout))
 
@@ -710,6 +966,9 @@ class EventBus:
             return
         self._subs.remove(sub)
         self._routes.clear()
+        attached = self._attached.pop(sub, None)
+        if attached is not None:
+            attached[1]()
         task = sub.task
         sub.release()
         try:
@@ -720,6 +979,23 @@ class EventBus:
         # closed and returns. Any other worker stops now.
         if task is not None and task is not me:
             task.cancel()
+
+    def _attach(self, sub: Subscription) -> None:
+        if self._cluster is None:
+            return
+        base = f"{sub.owner}:{sub.pattern}:{sub.handler_name}"
+        taken = {subscriber.key for subscriber, _ in self._attached.values()}
+        key, number = base, 1
+        while key in taken:
+            number += 1
+            key = f"{base}#{number}"
+        subscriber = Subscriber(self, sub, key)
+        self._attached[sub] = (subscriber, self._cluster.attach(subscriber))
+
+    def _detach_all(self) -> None:
+        attached, self._attached = self._attached, {}
+        for _, detach in attached.values():
+            detach()
 
     def _spawn(self, sub: Subscription) -> None:
         # A fresh context: the worker sets the correlation id per event, and must not inherit

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from nexus.errors import NexusError
-from nexus.kernel.config import NexusConfig, load_config
+from nexus.kernel.config import EventSettings, NexusConfig, load_config
 from nexus.kernel.context import FacetFactory, FacetKey
 from nexus.kernel.discovery import PluginSource
 from nexus.kernel.events import EventBus, Transport
@@ -31,6 +31,20 @@ def inline_plugin(
     return PluginSource(manifest, "inline", f"inline plugin {manifest.name!r}", factory=factory)
 
 
+def _configured_transport(events: EventSettings) -> Transport | None:
+    """The transport `events.transport` names; None for the memory transport (the default)."""
+    if events.transport == "memory":
+        return None
+    try:  # imported only when configured: the kernel itself never needs redis
+        from nexus.redis import RedisTransport
+    except ImportError as exc:
+        raise ImportError(
+            f"events.transport is 'redis', which needs the redis client: "
+            f"pip install 'nexus-platform[redis]' ({exc})"
+        ) from exc
+    return RedisTransport.from_settings(events)
+
+
 def _as_source(plugin: PluginSource | Plugin) -> PluginSource:
     if isinstance(plugin, PluginSource):
         return plugin
@@ -48,6 +62,7 @@ class Kernel:
 
     `entry_points` (default: `kernel.entry_points` in the config) says whether installed
     plugins of the `nexus.plugins` entry-point group are discovered, built-ins included.
+    `transport` defaults to the one `events.transport` configures.
     """
 
     def __init__(
@@ -61,7 +76,7 @@ class Kernel:
         self.config = config if isinstance(config, NexusConfig) else load_config(config)
         events = self.config.events
         self.bus = EventBus(
-            transport,
+            transport if transport is not None else _configured_transport(events),
             queue_size=events.queue_size,
             handler_timeout=events.handler_timeout,
             retries=events.retries,

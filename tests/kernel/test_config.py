@@ -438,7 +438,7 @@ def test_every_problem_is_reported_at_once(in_tmp: Path) -> None:
     messages = [p.message for p in excinfo.value.problems]
     assert messages[2] == "Input should be less than or equal to 65535, got 70000"
     assert messages[3] == "Input should be a valid integer, got 'many'"
-    assert messages[5] == "Input should be 'memory', got 'kafka'"
+    assert messages[5] == "Input should be 'memory' or 'redis', got 'kafka'"
     assert str(excinfo.value).startswith("Invalid configuration (6 problems):\n  - nexus.yaml:7")
 
 

@@ -113,6 +113,13 @@ def _installed_plugin_configs() -> dict[str, Any]:
     return models
 
 
+def _validate_manifest(block: Block, data: Any) -> None:
+    try:
+        Manifest.model_validate(data)
+    except Exception as exc:
+        raise AssertionError(f"{block.where}: not a valid manifest: {exc}") from None
+
+
 class Server:
     """`nexus run` as a real process on a free loopback port."""
 
@@ -237,16 +244,13 @@ class PageRun:
         if block.lang == "json":
             data = json.loads(block.body)
             if target.name == "manifest.json":
-                self._manifest(block, data)
+                _validate_manifest(block, data)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(block.body, encoding="utf-8")
         self.ran.append(f"file {block.markers['file']}")
 
     def _manifest(self, block: Block, data: Any) -> None:
-        try:
-            Manifest.model_validate(data)
-        except Exception as exc:
-            raise AssertionError(f"{block.where}: not a valid manifest: {exc}") from None
+        _validate_manifest(block, data)
         self.ran.append("manifest")
 
     async def _python(self, block: Block) -> None:

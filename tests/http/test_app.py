@@ -430,6 +430,7 @@ async def test_readyz_is_200_when_every_enabled_plugin_is_active_and_healthy(
     assert response.status_code == 200
     assert response.json() == {
         "status": "ready",
+        "events": {"healthy": True, "detail": "MemoryTransport is running"},
         "plugins": {
             "blog": {
                 "state": "disabled",

@@ -192,7 +192,8 @@ def _add_health_routes(app: FastAPI, kernel: Kernel) -> None:
             return reason
 
         plugins: dict[str, Any] = {}
-        ready = kernel.is_started
+        events = await kernel.bus.health()  # the event transport: Redis may be unreachable
+        ready = kernel.is_started and events.ok
         for name, status in statuses.items():
             reason = why_not(name)
             plugins[name] = {
@@ -203,7 +204,11 @@ def _add_health_routes(app: FastAPI, kernel: Kernel) -> None:
             }
             if status.enabled and reason is not None:
                 ready = False
-        body = {"status": "ready" if ready else "not ready", "plugins": plugins}
+        body = {
+            "status": "ready" if ready else "not ready",
+            "events": {"healthy": events.ok, "detail": events.detail},
+            "plugins": plugins,
+        }
         return _json(body, 200 if ready else 503)
 
 

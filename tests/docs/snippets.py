@@ -10,8 +10,8 @@ A page's blocks run in order, in a fresh project directory (the working director
 - `json` blocks are plugin manifests, validated with the real Manifest model;
 - `toml` blocks must parse (they are pyproject.toml excerpts);
 - `shell` blocks run line by line: `nexus ...` through click's CliRunner (`nexus run` as a
-  real server on a free loopback port, which `curl` lines then talk to), `pytest` in a
-  subprocess, `cd` and `export` as in a shell, and `make <target>` is checked to be a target
+  real server on a free loopback port, which `curl` lines then talk to), `pytest` and
+  `python` in a subprocess, `cd` and `export` as in a shell, and `make <target>` is checked to be a target
   of the repository's Makefile (not run: `make test` runs this very suite);
 - a `text` block under `<!-- output -->` must appear, line by line, in the previous shell
   block's output; other `text` blocks are not code (trees, sample output) and are not run.
@@ -321,9 +321,10 @@ class PageRun:
             if result.exception is not None and not isinstance(result.exception, SystemExit):
                 raise result.exception
             return result.output, result.exit_code
-        if command == "pytest":
+        if command in ("pytest", "python"):
+            prefix = ["-m", "pytest", "-p", "no:cacheprovider"] if command == "pytest" else []
             done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                [sys.executable, *prefix, *args],
                 cwd=self.cwd,
                 env=self.env,
                 capture_output=True,
@@ -338,8 +339,8 @@ class PageRun:
             missing = [target for target in args if target not in targets]
             return f"not Makefile targets: {missing}" if missing else "", 2 if missing else 0
         raise AssertionError(
-            f"{block.where}: the docs tests cannot run {command!r}; use nexus, pytest, curl, "
-            f"make, cd or export, or mark the block <!-- skip: reason -->"
+            f"{block.where}: the docs tests cannot run {command!r}; use nexus, pytest, "
+            f"python, curl, make, cd or export, or mark the block <!-- skip: reason -->"
         )
 
     def _curl(self, block: Block, args: list[str]) -> tuple[str, int]:

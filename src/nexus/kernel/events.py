@@ -545,6 +545,11 @@ class EventBus:
         """Whether the bus is started and not closing."""
         return self._is_running
 
+    @property
+    def transport(self) -> Transport:
+        """The transport carrying this bus's events."""
+        return self._transport
+
     async def start(self) -> None:
         """Start the transport, the workers of existing subscriptions and the watchdog."""
         if self._state == "running":

@@ -37,12 +37,13 @@ def _configured_transport(events: EventSettings) -> Transport | None:
         return None
     try:  # imported only when configured: the kernel itself never needs redis
         from nexus.redis import RedisTransport
+
+        return RedisTransport.from_settings(events)
     except ImportError as exc:
         raise ImportError(
-            f"events.transport is 'redis', which needs the redis client: "
-            f"pip install 'nexus-platform[redis]' ({exc})"
+            "events.transport is 'redis', which needs the Redis client: "
+            "pip install 'nexus-platform[redis]'"
         ) from exc
-    return RedisTransport.from_settings(events)
 
 
 def _as_source(plugin: PluginSource | Plugin) -> PluginSource:

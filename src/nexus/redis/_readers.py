@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from nexus.kernel.events import DeadLetter, Receipt, Subscriber
@@ -70,6 +71,7 @@ class Reader:
         self.inflight: dict[bytes, tuple[str, float]] = {}  # entry id -> (stream, renewed)
         self.streams: list[str] = []
         self.failure: str | None = None  # set while reconnecting
+        self.prepared = asyncio.Event()  # set once it reads: later events reach it
         self._wildcard = subscriber.pattern.partition(".")[0] in ("*", "**")
         self._known: set[str] = set()
         self._matches: dict[str, bool] = {}
@@ -91,6 +93,14 @@ class Reader:
         if self._task is not None:
             self._task.cancel()
 
+    @property
+    def is_done(self) -> bool:
+        return self._task is None or self._task.done()
+
+    def on_done(self, callback: Callable[[Reader], object]) -> None:
+        if self._task is not None:
+            self._task.add_done_callback(lambda _: callback(self))
+
     async def wait(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
@@ -104,6 +114,7 @@ class Reader:
                 if not self.streams or self._wildcard:
                     await self._discover()
                 await self.prepare()
+                self.prepared.set()
                 while self.subscriber.is_active:
                     now = time.monotonic()
                     if now >= due:
@@ -290,6 +301,7 @@ class GroupReader(Reader):
                     raise
             self._ready.add(stream)
             self._known.add(stream)
+            self.transport.groups.add((stream, self.group))
         if not self._own_pending_read:
             # With a stable instance id, entries this consumer held before a restart come
             # back at once instead of after claim_idle.

@@ -132,6 +132,8 @@ class RedisTransport:
         self._client: Redis | None = None
         self._reader_client: Redis | None = None
         self._readers: dict[Subscriber, Reader] = {}
+        self._stopping: set[Reader] = set()  # detached, their tasks not finished yet
+        self.groups: set[tuple[str, str]] = set()  # (stream, group) this instance consumed in
         self._stream_of: dict[str, str] = {}  # topic -> stream key
         self._registered: dict[str, float] = {}  # segment -> when last added to the registry
         self._published: dict[str, tuple[str, bytes]] = {}  # event id -> (stream, entry id)
@@ -194,11 +196,12 @@ class RedisTransport:
         if self.is_closed:
             return
         self.is_closed = True
-        readers = list(self._readers.values())
+        readers = [*self._readers.values(), *self._stopping]
         self._readers.clear()
         for reader in readers:
             reader.stop()
         await asyncio.gather(*(reader.wait() for reader in readers))
+        self._stopping.clear()
         client = self._client
         if client is None:
             return
@@ -208,7 +211,7 @@ class RedisTransport:
         with contextlib.suppress(Exception):  # best effort: Redis may be gone
             async with asyncio.timeout(self.timeout):
                 await self._flush_acks()
-                await self._forget_consumer(readers)
+                await self._forget_consumer()
         for _, _, future, event in self._outbox:
             if not future.done():
                 future.set_exception(self._closed_error(event))
@@ -414,8 +417,22 @@ class RedisTransport:
             if self._readers.get(subscriber) is reader:
                 del self._readers[subscriber]
             reader.stop()
+            if not reader.is_done:
+                self._stopping.add(reader)
+                reader.on_done(self._stopping.discard)
 
         return detach
+
+    async def ready(self, timeout: float | None = None) -> None:
+        """Wait until every attached subscription reads its streams (its group exists).
+
+        A new shared subscription's group starts at the end of the stream, so events published
+        before it is ready are not handed to it; once the group exists, it survives restarts.
+        Raises TimeoutError after `timeout` seconds (Redis unreachable, for example).
+        """
+        async with asyncio.timeout(timeout):
+            for reader in list(self._readers.values()):
+                await reader.prepared.wait()
 
     async def acknowledged(self, event: Event, subscriber: Subscriber) -> bool:
         """Whether `subscriber`'s group has read and acknowledged `event` (published here)."""
@@ -523,13 +540,12 @@ class RedisTransport:
             if isinstance(result, Exception):
                 logger.error("Redis at %s refused an acknowledgement: %s", self.url, result)
 
-    async def _forget_consumer(self, readers: list[Reader]) -> None:
+    async def _forget_consumer(self) -> None:
         # A stopping instance removes its consumer from each group, unless it still holds
         # entries: those wait there for another instance to claim them.
         client = self.client
-        groups = {(s, r.group) for r in readers if isinstance(r, GroupReader) for s in r.streams}
         me = self.instance_id.encode()
-        for stream, group in sorted(groups):
+        for stream, group in sorted(self.groups):
             with contextlib.suppress(self.refused):
                 consumers = await client.xinfo_consumers(stream, group)
                 if any(c["name"] == me and c["pending"] == 0 for c in consumers):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +46,7 @@ def builtin(name: str) -> PluginSource:
 
 
 class Probe(Plugin):
-    """A small plugin with a route, and a route that publishes an event."""
+    """A small plugin with routes: one answers, one fails, one publishes an event."""
 
     manifest = {
         "name": "probe",
@@ -59,6 +61,10 @@ class Probe(Plugin):
         @router.get("/ping")
         async def ping() -> dict[str, bool]:
             return {"pong": True}
+
+        @router.get("/boom")
+        async def boom() -> None:
+            raise RuntimeError("the probe failed on purpose")
 
         @router.post("/publish/{topic}")
         async def publish(topic: str) -> dict[str, str]:
@@ -97,6 +103,19 @@ def make_app(tmp_path: Path) -> AppFactory:
         return create_test_app(plugins=plugins, config=config)
 
     return make
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], what: str) -> None:
+    """Wait until `check()` holds (events are delivered by the bus's own tasks)."""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                result = check()
+                if await result if inspect.isawaitable(result) else result:
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def auth_of(app: NexusApp) -> Auth:

@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.routing import APIRoute
 
 from nexus import PluginState
@@ -57,24 +56,16 @@ async def bearer(app: NexusApp, username: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {pair.access_token}"}
 
 
-async def test_the_admin_api_covers_what_the_dashboard_needs(
-    served: tuple[NexusApp, httpx.AsyncClient],
-) -> None:
-    """The enumeration used below finds every API route, state-changing ones included."""
-    app, _ = served
-    routes = admin_routes(app)
-    assert ("POST", "/admin/api/plugins/probe/disable") in routes
-    assert ("DELETE", "/admin/api/dead-letters/nothing") in routes
-    assert ("GET", "/admin/api/events/stream") in routes
-    assert len(routes) >= 14
-
-
 async def test_anonymous_callers_get_401_everywhere_and_change_nothing(
     served: tuple[NexusApp, httpx.AsyncClient],
 ) -> None:
     """Without a credential every API route answers a 401 problem, and the dashboard page 401."""
     app, client = served
-    for method, path in admin_routes(app):
+    routes = admin_routes(app)
+    assert ("POST", "/admin/api/plugins/probe/disable") in routes  # the enumeration works
+    assert ("DELETE", "/admin/api/dead-letters/nothing") in routes
+    assert len(routes) >= 14
+    for method, path in routes:
         response = await client.request(method, path, headers={"Origin": ORIGIN})
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["content-type"] == "application/problem+json"
@@ -100,8 +91,6 @@ async def test_non_admins_get_403_everywhere_and_change_nothing(
     assert page.status_code == 403
     assert "may not use the admin dashboard" in page.text and "plugin-rows" not in page.text
     assert app.kernel.plugins.status("probe").state is PluginState.ACTIVE
-    denied = await auth_of(app).store.count_users()  # the accounts are untouched
-    assert denied == 3
 
 
 async def test_non_admin_sign_in_is_refused_without_a_session(
@@ -333,10 +322,9 @@ async def test_admin_pages_and_api_are_not_cached(
     assert asset.headers["cache-control"].startswith("public")
 
 
-@pytest.mark.parametrize("name", ["../plugin.py", "login.html", "nope.js"])
-async def test_only_listed_assets_are_served(
-    served: tuple[NexusApp, httpx.AsyncClient], name: str
-) -> None:
+async def test_only_listed_assets_are_served(served: tuple[NexusApp, httpx.AsyncClient]) -> None:
     """Static files are an allow-list: templates and source files are not served."""
     _, client = served
-    assert (await client.get(f"/admin/static/{name}")).status_code == 404
+    for name in ("..%2Fplugin.py", "login.html", "nope.js"):
+        assert (await client.get(f"/admin/static/{name}")).status_code == 404, name
+    assert (await client.get("/admin/static/admin.css")).status_code == 200

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from nexus.errors import EventError, PluginNotFoundError
 from nexus.http.problems import ProblemError, ServiceUnavailableError
@@ -118,13 +118,13 @@ def build_api(dashboard: Dashboard, gate: Callable[..., Any]) -> APIRouter:
         return {"plugins": rows}
 
     @router.post("/plugins/{name}/{operation}", summary="Enable, disable or reload a plugin")
-    async def operate(
-        name: str, operation: Literal["enable", "disable", "reload"]
-    ) -> dict[str, Any]:
+    async def operate(name: str, operation: Literal["enable", "disable", "reload"]) -> Response:
         try:
-            return await operations.run(name, operation)
+            result = await operations.run(name, operation)
         except PluginNotFoundError as exc:
             raise _not_found(name, exc) from None
+        # 202: the operation restarts the dashboard, so it runs after this response.
+        return JSONResponse(result, 202 if result["accepted"] else 200)
 
     @router.get("/graph", summary="The dependency graph: nodes by start order, typed edges")
     async def graph() -> dict[str, Any]:

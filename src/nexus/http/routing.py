@@ -8,6 +8,7 @@ routes appear and disappear atomically with the plugin.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from fastapi import APIRouter, FastAPI
-from fastapi.datastructures import DefaultPlaceholder
+from fastapi.datastructures import Default, DefaultPlaceholder
 from fastapi.routing import APIRoute
+from fastapi.utils import get_value_or_default
 from starlette.responses import JSONResponse, Response
 
 from nexus.errors import NexusError
@@ -207,7 +209,7 @@ def build_plugin_app(
     install_problem_handlers(app, debug=debug)
     for router, prefix, at in routers:
         base = at if at is not None else f"/api/{name}"
-        app.include_router(router, prefix=f"{base}{prefix}", tags=[name])
+        include_flat(app, router, prefix=f"{base}{prefix}", tag=name)
     for route in _endpoints(app):
         call = route.dependant.call
         if (
@@ -224,6 +226,102 @@ def build_plugin_app(
         ):
             route.dependant.call = _fast_json(call, route.status_code or 200)
     return app
+
+
+def include_flat(app: FastAPI, router: APIRouter, *, prefix: str, tag: str) -> None:
+    """`app.include_router(router, prefix=prefix, tags=[tag])`, with the routes copied flat.
+
+    FastAPI >= 0.160 keeps an included router as one route of the app, which matches each
+    request twice (once to find the router, again to pick its route) and adds a layer of
+    scope bookkeeping to both. Each APIRoute is re-created on the app instead, with its full
+    path and every option merged as include_router merges them, so it matches once. A router
+    holding anything else (websockets, mounts, Starlette routes, nested routers, frontend
+    routes, router-wide form limits, custom route classes with their own constructor) is
+    included as it is. Lifespans and startup handlers need no copy: a plugin app never runs
+    a lifespan (the platform's does; plugins use setup and teardown).
+    """
+    routes = _flattenable_routes(router)
+    if routes is None:
+        app.include_router(router, prefix=prefix, tags=[tag])
+        return
+    parent = app.router
+    for route in routes:
+        parent.add_api_route(
+            prefix + route.path,
+            route.endpoint,
+            # A streamed route's item type is derived with its response model (from the
+            # return annotation), which the constructor takes only in this form.
+            response_model=Default(None)
+            if route.stream_item_type is not None
+            else route.response_model,
+            status_code=route.status_code,
+            tags=[tag, *route.tags],
+            dependencies=route.dependencies,
+            summary=route.summary,
+            description=route.description,
+            response_description=route.response_description,
+            responses=route.responses,
+            deprecated=route.deprecated,
+            methods=route.methods,
+            operation_id=route.operation_id,
+            response_model_include=route.response_model_include,
+            response_model_exclude=route.response_model_exclude,
+            response_model_by_alias=route.response_model_by_alias,
+            response_model_exclude_unset=route.response_model_exclude_unset,
+            response_model_exclude_defaults=route.response_model_exclude_defaults,
+            response_model_exclude_none=route.response_model_exclude_none,
+            include_in_schema=route.include_in_schema,
+            response_class=get_value_or_default(
+                route.response_class, router.default_response_class, parent.default_response_class
+            ),
+            name=route.name,
+            route_class_override=type(route),
+            callbacks=route.callbacks,
+            openapi_extra=route.openapi_extra,
+            generate_unique_id_function=get_value_or_default(
+                route.generate_unique_id_function,
+                router.generate_unique_id_function,
+                parent.generate_unique_id_function,
+            ),
+            strict_content_type=get_value_or_default(
+                route.strict_content_type, router.strict_content_type, parent.strict_content_type
+            ),
+            max_body_size=_first_limit(
+                route.max_body_size, router.max_body_size, parent.max_body_size
+            ),
+            form_limits=route.form_limits or None,
+        )
+
+
+def _flattenable_routes(router: APIRouter) -> list[APIRoute] | None:
+    """The router's routes if each one can be re-created exactly, else None."""
+    if not _keeps_included_routers():
+        return None  # older FastAPI copies the routes itself
+    if getattr(router, "_low_priority_routes", None) or getattr(router, "form_limits", None):
+        return None
+    routes = [
+        route
+        for route in router.routes
+        if isinstance(route, APIRoute) and type(route).__init__ is APIRoute.__init__
+    ]
+    return routes if len(routes) == len(router.routes) else None
+
+
+def _first_limit(*limits: int | None) -> int | None:
+    return next((limit for limit in limits if limit is not None), None)
+
+
+@functools.cache
+def _keeps_included_routers() -> bool:
+    """Whether this FastAPI keeps an included router as one route (>= 0.160)."""
+    app, router = FastAPI(), APIRouter()
+    router.add_api_route("/probe", _probe)
+    app.include_router(router)
+    return not isinstance(app.router.routes[-1], APIRoute)
+
+
+def _probe() -> None:  # pragma: no cover - never called
+    pass
 
 
 def _endpoints(app: FastAPI) -> list[Any]:

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +71,13 @@ def free_port() -> int:
         return port
 
 
-def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def get(
+    port: int, path: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
     """One GET request on a fresh connection; returns (status, body)."""
     connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=dict(headers or {}))
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -84,7 +86,10 @@ def get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 @dataclass
 class Server:
-    """A uvicorn process serving `target` (`module:attribute`) from `app_dir`."""
+    """A uvicorn process serving `target` (`module:attribute`) from `app_dir`.
+
+    `headers` go with every request to it: the readiness check and each wrk request.
+    """
 
     label: str
     target: str
@@ -92,6 +97,7 @@ class Server:
     ready_path: str
     factory: bool = False
     env: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -135,7 +141,7 @@ class Server:
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.label} server exited:\n{self.log_text()}")
             try:
-                status, body = get(self.port, self.ready_path)
+                status, body = get(self.port, self.ready_path, headers=self.headers)
             except OSError:
                 time.sleep(0.05)
                 continue
@@ -237,27 +243,56 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def wrk_command(url: str, duration: float, connections: int = CONNECTIONS) -> list[str]:
+def wrk_command(
+    url: str,
+    duration: float,
+    connections: int = CONNECTIONS,
+    headers: Mapping[str, str] | None = None,
+) -> list[str]:
     """The pinned wrk command line of PERF-NOTES for `url` (wrk takes whole seconds)."""
     seconds = max(1, round(duration))
+    header_options = [
+        option for name, value in (headers or {}).items() for option in ("-H", f"{name}: {value}")
+    ]
     return pinned(
         LOAD_CPU,
-        [require_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        [
+            require_wrk(),
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            *header_options,
+            url,
+        ],
     )
 
 
-def run_wrk(url: str, duration: float, connections: int = CONNECTIONS) -> WrkResult:
-    """Load `url` for `duration` seconds and return what wrk measured."""
+def run_wrk(
+    url: str,
+    duration: float,
+    connections: int = CONNECTIONS,
+    headers: Mapping[str, str] | None = None,
+) -> WrkResult:
+    """Load `url` for `duration` seconds (sending `headers`) and return what wrk measured."""
     done = subprocess.run(
-        wrk_command(url, duration, connections), check=True, capture_output=True, text=True
+        wrk_command(url, duration, connections, headers),
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return parse_wrk(done.stdout)
 
 
-def start_wrk(url: str, duration: float, connections: int = CONNECTIONS) -> subprocess.Popen[str]:
+def start_wrk(
+    url: str,
+    duration: float,
+    connections: int = CONNECTIONS,
+    headers: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
     """Start wrk in the background; `stop_wrk` ends it early and reads its report."""
     return subprocess.Popen(
-        wrk_command(url, duration, connections),
+        wrk_command(url, duration, connections, headers),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -281,13 +316,13 @@ def alternate(
     machine it moves far less than requests/s when other processes compete for the CPU.
     """
     for server, path in targets:
-        run_wrk(server.url(path), warmup)
+        run_wrk(server.url(path), warmup, headers=server.headers)
     results: dict[str, list[WrkResult]] = {server.label: [] for server, _ in targets}
     for round_index in range(rounds):
         order = targets if round_index % 2 == 0 else list(reversed(targets))
         for server, path in order:
             cpu_before = server.cpu_seconds()
-            result = run_wrk(server.url(path), duration)
+            result = run_wrk(server.url(path), duration, headers=server.headers)
             cpu = server.cpu_seconds() - cpu_before
             result.server_cpu_us = cpu / max(result.requests, 1) * 1e6
             results[server.label].append(result)
@@ -338,8 +373,14 @@ def print_table(results: dict[str, list[WrkResult]]) -> None:
         )
 
 
-def write_nexus_config(root: Path, plugins: Path) -> Path:
-    """nexus.yaml for the Nexus side (see NEXUS_YAML) in `root`."""
-    path = root / "nexus.yaml"
-    path.write_text(NEXUS_YAML.format(plugins=plugins, data=root / "data"))
+def write_nexus_config(
+    root: Path, plugins: Path, *, name: str = "nexus.yaml", data: str = "data", extra: str = ""
+) -> Path:
+    """nexus.yaml for the Nexus side (see NEXUS_YAML) in `root`, with `extra` YAML appended.
+
+    `name` and `data` (the data directory, under `root`) let several servers run from one root
+    without sharing their files.
+    """
+    path = root / name
+    path.write_text(NEXUS_YAML.format(plugins=plugins, data=root / data) + extra)
     return path

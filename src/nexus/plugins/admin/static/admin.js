@@ -188,9 +188,10 @@ function pluginRow(plugin) {
   if (plugin.boot_seconds !== null && plugin.boot_seconds !== undefined) {
     details.push(el("span", { class: "muted" }, `started in ${(plugin.boot_seconds * 1000).toFixed(0)} ms`));
   }
-  const healthCell = health
+  const running = plugin.state === "active";
+  const healthCell = health && running
     ? el("span", { class: `badge ${health.ok ? "health-ok" : "health-bad"}` }, health.ok ? "healthy" : "unhealthy")
-    : el("span", { class: "muted" }, "–");
+    : el("span", { class: "muted" }, "not running");
   return el(
     "tr",
     { dataset: { plugin: plugin.name, state: plugin.state } },
@@ -205,11 +206,11 @@ function pluginRow(plugin) {
       "td",
       { dataset: { label: "Health" } },
       healthCell,
-      health && health.detail ? el("span", { class: "plugin-meta" }, health.detail) : null,
+      health && running && health.detail ? el("span", { class: "plugin-meta" }, health.detail) : null,
     ),
-    el("td", { class: "deps", dataset: { label: "Dependencies" } }, deps.length ? deps : el("span", { class: "muted" }, "none")),
-    el("td", { class: "deps", dataset: { label: "Details" } }, details),
-    el("td", { dataset: { label: "Actions" } }, pluginActions(plugin)),
+    el("td", { class: "deps wide", dataset: { label: "Dependencies" } }, deps.length ? deps : el("span", { class: "muted" }, "none")),
+    el("td", { class: "deps wide", dataset: { label: "Details" } }, details),
+    el("td", { class: "wide", dataset: { label: "Actions" } }, pluginActions(plugin)),
   );
 }
 
@@ -262,56 +263,137 @@ const NODE_H = 50;
 const GAP_X = 28;
 const GAP_Y = 64;
 const PAD = 16;
+const LANE = 18; // the width an edge passing through a layer takes in it
+
+/**
+ * A layered (Sugiyama-style) layout: layers come from the server (start order), an edge
+ * spanning several layers passes through a waypoint in each layer between, and nodes are
+ * ordered within their layer by the mean position of what they depend on, which keeps
+ * crossings few.
+ */
+function layout(nodes, edges) {
+  const layerOf = new Map(nodes.map((node) => [node.id, node.layer]));
+  const rows = new Map();
+  const row = (layer) => {
+    if (!rows.has(layer)) rows.set(layer, []);
+    return rows.get(layer);
+  };
+  for (const node of [...nodes].sort((a, b) => (a.order ?? 1e9) - (b.order ?? 1e9) || a.id.localeCompare(b.id))) {
+    row(node.layer).push({ id: node.id, node, width: NODE_W, up: [] });
+  }
+  const slots = new Map([...rows.values()].flat().map((slot) => [slot.id, slot]));
+  const routes = [];
+  for (const edge of edges) {
+    if (!slots.has(edge.source) || !slots.has(edge.target)) continue;
+    const from = layerOf.get(edge.source);
+    const to = layerOf.get(edge.target);
+    const chain = [slots.get(edge.source)];
+    for (let layer = from + 1; layer < to; layer += 1) {
+      const waypoint = { id: `${edge.source}>${edge.target}@${layer}`, width: LANE, up: [chain[chain.length - 1]] };
+      row(layer).push(waypoint);
+      chain.push(waypoint);
+    }
+    const target = slots.get(edge.target);
+    target.up.push(chain[chain.length - 1]);
+    chain.push(target);
+    routes.push({ edge, chain });
+  }
+  const layers = [...rows.keys()].sort((a, b) => a - b);
+  const place = () => {
+    for (const layer of layers) {
+      rows.get(layer).forEach((slot, index) => { slot.index = index; });
+    }
+  };
+  place();
+  for (let sweep = 0; sweep < 4; sweep += 1) {
+    for (const layer of layers.slice(1)) {
+      const current = rows.get(layer);
+      const centre = (slot) => (slot.up.length ? slot.up.reduce((sum, up) => sum + up.index, 0) / slot.up.length : slot.index);
+      current.sort((a, b) => centre(a) - centre(b) || a.index - b.index);
+      current.forEach((slot, index) => { slot.index = index; });
+    }
+  }
+  let width = 0;
+  for (const layer of layers) {
+    const slotsOfLayer = rows.get(layer);
+    width = Math.max(width, slotsOfLayer.reduce((sum, slot) => sum + slot.width, 0) + (slotsOfLayer.length - 1) * GAP_X);
+  }
+  width += PAD * 2;
+  for (const layer of layers) {
+    const slotsOfLayer = rows.get(layer);
+    const rowWidth = slotsOfLayer.reduce((sum, slot) => sum + slot.width, 0) + (slotsOfLayer.length - 1) * GAP_X;
+    let x = (width - rowWidth) / 2;
+    for (const slot of slotsOfLayer) {
+      slot.x = x;
+      slot.cx = x + slot.width / 2;
+      slot.y = PAD + layer * (NODE_H + GAP_Y);
+      x += slot.width + GAP_X;
+    }
+  }
+  const depth = layers.length ? layers[layers.length - 1] + 1 : 1;
+  return { slots, routes, width, height: PAD * 2 + depth * NODE_H + (depth - 1) * GAP_Y };
+}
+
+/** Spread the ends of a node's edges along its side, ordered by where they lead. */
+function ports(routes, slots) {
+  const out = new Map();
+  const into = new Map();
+  for (const route of routes) {
+    const next = route.chain[1];
+    const before = route.chain[route.chain.length - 2];
+    if (!out.has(route.edge.source)) out.set(route.edge.source, []);
+    if (!into.has(route.edge.target)) into.set(route.edge.target, []);
+    out.get(route.edge.source).push({ route, towards: next.cx });
+    into.get(route.edge.target).push({ route, towards: before.cx });
+  }
+  const spread = (groups, key) => {
+    for (const [id, ends] of groups) {
+      const slot = slots.get(id);
+      ends.sort((a, b) => a.towards - b.towards);
+      ends.forEach((end, index) => {
+        end.route[key] = slot.x + (slot.width * (index + 1)) / (ends.length + 1);
+      });
+    }
+  };
+  spread(out, "startX");
+  spread(into, "endX");
+}
+
+function edgePath(route) {
+  const { chain } = route;
+  const points = chain.map((slot, index) => {
+    if (index === 0) return [route.startX, slot.y + NODE_H];
+    if (index === chain.length - 1) return [route.endX, slot.y - 2];
+    return [slot.cx, slot.y + NODE_H / 2];
+  });
+  let d = `M${points[0][0]},${points[0][1]}`;
+  for (let i = 1; i < points.length; i += 1) {
+    const [x1, y1] = points[i - 1];
+    const [x2, y2] = points[i];
+    const bend = (y2 - y1) / 2;
+    d += ` C${x1},${y1 + bend} ${x2},${y2 - bend} ${x2},${y2}`;
+  }
+  return d;
+}
 
 function drawGraph({ nodes, edges, order }) {
   const canvas = document.getElementById("graph-svg");
-  const layers = new Map();
-  for (const node of nodes) {
-    if (!layers.has(node.layer)) layers.set(node.layer, []);
-    layers.get(node.layer).push(node);
-  }
-  const depth = Math.max(0, ...layers.keys()) + 1;
-  const widest = Math.max(1, ...[...layers.values()].map((row) => row.length));
-  const width = PAD * 2 + widest * NODE_W + (widest - 1) * GAP_X;
-  const height = PAD * 2 + depth * NODE_H + (depth - 1) * GAP_Y;
-  const place = new Map();
-  for (const [layer, row] of layers) {
-    row.sort((a, b) => (a.order ?? 1e9) - (b.order ?? 1e9) || a.id.localeCompare(b.id));
-    const rowWidth = row.length * NODE_W + (row.length - 1) * GAP_X;
-    row.forEach((node, index) => {
-      place.set(node.id, {
-        x: (width - rowWidth) / 2 + index * (NODE_W + GAP_X),
-        y: PAD + layer * (NODE_H + GAP_Y),
-      });
-    });
-  }
+  const { slots, routes, width, height } = layout(nodes, edges);
+  ports(routes, slots);
   const marker = svg(
     "marker",
     { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
     svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }),
   );
-  const edgePaths = edges
-    .filter((edge) => place.has(edge.source) && place.has(edge.target))
-    .map((edge) => {
-      const from = place.get(edge.source);
-      const to = place.get(edge.target);
-      const x1 = from.x + NODE_W / 2;
-      const y1 = from.y + NODE_H;
-      const x2 = to.x + NODE_W / 2;
-      const y2 = to.y;
-      const bend = Math.max(24, (y2 - y1) / 2);
-      return svg(
-        "path",
-        {
-          class: `edge ${edge.kind}`,
-          d: `M${x1},${y1} C${x1},${y1 + bend} ${x2},${y2 - bend} ${x2},${y2 - 2}`,
-          "marker-end": "url(#arrow)",
-        },
-        svg("title", {}, `${edge.target} ${edge.kind === "optional" ? "optionally uses" : "requires"} ${edge.source}`),
-      );
-    });
+  const edgePaths = routes.map(({ edge, ...route }) =>
+    svg(
+      "path",
+      { class: `edge ${edge.kind}`, d: edgePath({ edge, ...route }), "marker-end": "url(#arrow)" },
+      svg("title", {}, `${edge.target} ${edge.kind === "optional" ? "optionally uses" : "requires"} ${edge.source}`),
+    ),
+  );
   const nodeGroups = nodes.map((node) => {
-    const { x, y } = place.get(node.id);
+    const { x, y } = slots.get(node.id);
     const needs = edges.filter((e) => e.target === node.id).map((e) => `${e.kind === "optional" ? "optionally " : ""}needs ${e.source}`);
     const label = [`${node.id}, ${node.state}`, node.reason, ...needs].filter(Boolean).join("; ");
     const mark = node.is_troubled ? (node.state === "blocked" ? "⚠ " : "✕ ") : "";
@@ -426,6 +508,7 @@ function togglePause() {
 
 // -- charts ---------------------------------------------------------------------------------
 
+const CHART_SECONDS = 120;
 const CHART_W = 520;
 const CHART_H = 200;
 const M = { top: 10, right: 12, bottom: 24, left: 44 };
@@ -452,9 +535,10 @@ function drawChart(figure, times, series, unit) {
   const height = CHART_H - M.top - M.bottom;
   const values = series.flatMap((s) => s.values).filter((v) => v !== null && v !== undefined);
   const top = niceMax(Math.max(0, ...values));
-  const first = times[0] ?? 0;
-  const last = times[times.length - 1] ?? 1;
-  const span = Math.max(last - first, 1);
+  // A fixed window ending now: a fresh dashboard's few samples sit at the right edge.
+  const last = times[times.length - 1] ?? Date.now() / 1000;
+  const span = CHART_SECONDS;
+  const first = last - span;
   const x = (t) => M.left + ((t - first) / span) * width;
   const y = (v) => M.top + height - (v / top) * height;
   const parts = [];
@@ -497,7 +581,7 @@ function busiest(table, plugins, count) {
 }
 
 async function loadMetrics() {
-  const data = await api("/metrics?seconds=120");
+  const data = await api(`/metrics?seconds=${CHART_SECONDS}`);
   const times = data.time;
   const top = busiest(data.requests_per_second, data.plugins, 5);
   drawChart(
@@ -563,11 +647,11 @@ async function loadDeadLetters() {
       el("td", { dataset: { label: "Time" } }, formatDateTime(letter.time)),
       el("td", { dataset: { label: "Topic" } }, el("code", {}, letter.event.type)),
       el("td", { dataset: { label: "Subscriber" } }, letter.subscriber),
-      el("td", { dataset: { label: "Error" }, class: "reason" }, letter.error),
+      el("td", { dataset: { label: "Error" }, class: "reason wide" }, letter.error),
       el("td", { dataset: { label: "Attempts" } }, letter.attempts),
       el(
         "td",
-        { dataset: { label: "Actions" } },
+        { dataset: { label: "Actions" }, class: "wide" },
         el(
           "div",
           { class: "actions" },
@@ -625,7 +709,7 @@ async function loadAudit({ more = false } = {}) {
       el("td", { dataset: { label: "Time" } }, formatDateTime(entry.time)),
       el("td", { dataset: { label: "Actor" } }, entry.actor),
       el("td", { dataset: { label: "Action" } }, el("code", {}, entry.action)),
-      el("td", { dataset: { label: "Resource" } }, entry.resource || "–"),
+      el("td", { dataset: { label: "Resource" }, class: "wide" }, entry.resource || "–"),
       el("td", { dataset: { label: "Outcome" } }, el("span", { class: `badge outcome-${entry.outcome}` }, entry.outcome)),
       el("td", { dataset: { label: "Request" }, class: "mono small" }, entry.request_id || "–"),
     ),
@@ -634,7 +718,8 @@ async function loadAudit({ more = false } = {}) {
   else body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 6, class: "muted" }, "No entries match."))]));
   audit.next = data.next_before_id;
   document.getElementById("audit-more").hidden = !audit.next;
-  document.getElementById("audit-summary").textContent = `${body.querySelectorAll("tr").length} entries shown, newest first.`;
+  const shown = data.entries.length ? body.querySelectorAll("tr").length : 0;
+  document.getElementById("audit-summary").textContent = `${shown} ${shown === 1 ? "entry" : "entries"} shown, newest first.`;
 }
 
 // -- cluster --------------------------------------------------------------------------------

@@ -293,3 +293,28 @@ def test_unusable_optional_dependency_warns(project: Project, nexus: Nexus) -> N
     assert result.exit_code == 0
     assert statuses(result.stdout)[2:4] == [("OK", "graph"), ("WARN", "graph")]
     assert "plugin 'api' can use cache>=2, but cache 1.0.0 is installed" in result.stdout
+
+
+def test_production_needs_the_auth_signing_key(project: Project, nexus: Nexus) -> None:
+    """The built-in auth plugin's signing key is optional in development but checked in production."""
+    enabled = {"database": {"enabled": True}, "auth": {"enabled": True}}
+    others = ("cache", "monitoring", "audit", "admin", "scheduler", "cluster")
+    plugins = {**enabled, **{name: {"enabled": False} for name in others}}
+    project.configure(
+        app={"environment": "production"}, kernel={"entry_points": True}, plugins=plugins
+    )
+    result = nexus("doctor", "--config", str(project.config), "--json")
+    secrets = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "secrets")
+    assert secrets["status"] == "FAIL"
+    assert (
+        "plugins.auth.signing_key is not set: plugin 'auth' needs it "
+        "(or set NEXUS__PLUGINS__AUTH__SIGNING_KEY)"
+    ) in secrets["details"]
+    project.configure(
+        app={"environment": "production"},
+        kernel={"entry_points": True},
+        plugins={**plugins, "auth": {"signing_key": "q" * 44}},
+    )
+    result = nexus("doctor", "--config", str(project.config), "--json")
+    secrets = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "secrets")
+    assert not any("signing_key" in line for line in secrets.get("details") or [])

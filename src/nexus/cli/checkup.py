@@ -277,13 +277,18 @@ def _declared_secrets(
     for name, info in model.model_fields.items():
         key = (*prefix, info.alias or name)
         if _is_secret_type(info.annotation):
-            yield key, info.is_required()
+            yield key, info.is_required() or _required_in_production(info.json_schema_extra)
         value = data.get(key[-1], _MISSING) if isinstance(data, Mapping) else _MISSING
         if value is _MISSING and not info.is_required():
             continue
         for arg in (info.annotation, *typing.get_args(info.annotation)):
             if isinstance(arg, type) and issubclass(arg, BaseModel):
                 yield from _declared_secrets(arg, value, key)
+
+
+def _required_in_production(extra: Any) -> bool:
+    """Whether a field is marked `json_schema_extra={"required_in_production": True}`."""
+    return isinstance(extra, Mapping) and extra.get("required_in_production") is True
 
 
 def _lookup(data: Any, keys: tuple[str, ...]) -> Any:
@@ -312,7 +317,7 @@ def _secret_problems(config: NexusConfig, configs: ConfigCheck) -> list[str]:
         for keys, required in _declared_secrets(model, section):
             path = ".".join(("plugins", name, *keys))
             value = _lookup(section, keys)
-            if value is _MISSING:
+            if value is _MISSING or value is None:
                 if required:
                     variable = "NEXUS__" + "__".join(k.upper() for k in path.split("."))
                     found[path] = f"{path} is not set: plugin {name!r} needs it (or set {variable})"

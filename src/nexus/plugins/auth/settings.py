@@ -60,6 +60,7 @@ class AuthSettings(BaseModel):
         None,
         description="Base64 of at least 32 random bytes. Required in production; in "
         "development a key is generated into the plugin's data directory.",
+        json_schema_extra={"required_in_production": True},
     )
     algorithm: Literal["HS256"] = "HS256"
     issuer: str = Field("nexus", min_length=1)

@@ -27,6 +27,7 @@ from nexus.plugins.auth.errors import (
     UnknownRoleError,
     UserExistsError,
 )
+from nexus.plugins.auth.plugin import AuthPlugin
 from nexus.plugins.auth.principal import ADMIN_ROLE, Principal
 from nexus.plugins.auth.service import AUTH, MANAGE, Auth, TokenPair
 from nexus.plugins.auth.settings import AuthSettings, PasswordHashing
@@ -40,6 +41,7 @@ __all__ = [
     "ApiKey",
     "Auth",
     "AuthError",
+    "AuthPlugin",
     "AuthSettings",
     "CurrentPrincipal",
     "InvalidCredentialsError",

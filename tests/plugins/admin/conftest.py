@@ -87,14 +87,17 @@ def make_app(tmp_path: Path) -> AppFactory:
         without: tuple[str, ...] = (),
         extra: tuple[PluginSource | Plugin, ...] = (),
         http: Mapping[str, Any] | None = None,
+        database: Mapping[str, Any] | None = None,
+        data_dir: Path | None = None,
     ) -> NexusApp:
         plugins: list[PluginSource | Plugin] = [
             builtin(name) for name in _PLUGINS if name not in without
         ]
         plugins.extend([Probe(), *extra])
         config: dict[str, Any] = {
-            "data_dir": str(tmp_path / "data"),
+            "data_dir": str(data_dir or tmp_path / "data"),
             "plugins": {
+                "database": dict(database or {}),
                 "auth": {"password_hashing": FAST_HASHING},
                 "admin": dict(admin or {}),
             },

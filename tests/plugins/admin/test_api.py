@@ -75,17 +75,22 @@ class FakeCluster:
     """A stand-in for the cluster plugin's service."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str]] = []
+        self.calls: list[tuple[str, str, str | None]] = []
 
     async def instances(self) -> list[dict[str, Any]]:
         return [
-            {"id": "web-1", "plugins": ["admin", "probe"], "healthy": True},
-            {"id": "web-2", "plugins": ["admin"], "healthy": False},
+            {"id": "web-1", "host": "web", "plugins": {"probe": {"state": "active"}}},
+            {"id": "web-2", "host": "web", "plugins": {"probe": {"state": "disabled"}}},
         ]
 
-    async def disable(self, name: str) -> dict[str, Any]:
-        self.calls.append(("disable", name))
-        return {"desired": "disabled", "plugin": name}
+    async def set_enabled(
+        self, name: str, enabled: bool, *, actor: str | None = None
+    ) -> dict[str, Any]:
+        self.calls.append(("enabled" if enabled else "disabled", name, actor))
+        return {"plugin": name, "enabled": enabled, "actor": actor}
+
+    async def request_reload(self, name: str, *, actor: str | None = None) -> dict[str, Any]:
+        raise ValueError(f"The cluster plugin cannot disable or reload {name!r}.")
 
 
 class Cluster(Plugin):
@@ -487,14 +492,17 @@ async def test_cluster_instances_and_operations_go_through_the_cluster(
         response = await client.post(
             "/admin/api/plugins/probe/disable", headers={"X-CSRF-Token": token}
         )
+        assert response.status_code == 202
         assert response.json()["via"] == "cluster"
-        assert response.json()["cluster"] == {"desired": "disabled", "plugin": "probe"}
-        assert cluster.service.calls == [("disable", "probe")]
-        # reload is not offered by this cluster service: the platform does it here.
-        reloaded = await client.post(
+        assert response.json()["desired"] == {"plugin": "probe", "enabled": False, "actor": "root"}
+        assert cluster.service.calls == [("disabled", "probe", "root")]
+        # The local plugin changes when the cluster's converger applies the wish, not here.
+        assert app.kernel.plugins.status("probe").state is PluginState.ACTIVE
+        refused = await client.post(
             "/admin/api/plugins/probe/reload", headers={"X-CSRF-Token": token}
         )
-        assert reloaded.json()["via"] == "platform"
+        assert refused.status_code == 409
+        assert "cannot disable or reload 'probe'" in refused.json()["detail"]
 
 
 async def test_without_a_cluster_there_is_no_cluster_section(

@@ -1,8 +1,9 @@
 """The cluster plugin as the dashboard uses it, when one runs: instances, and plugin operations.
 
-The admin plugin does not import the cluster plugin: it looks the service up by its key name
-and uses only `instances()` and, when offered, `enable`/`disable`/`reload(name)`, sync or
-async, so either flavour of implementation works.
+The admin plugin does not import the cluster plugin (it is optional): it looks the service up
+by its key name and uses `instances()`, `set_enabled(name, enabled, actor=)` and
+`request_reload(name, actor=)`. Those record the wish in the cluster's shared state; every
+instance, this one included, then applies it on its own.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from nexus.kernel.services import ServiceKey
 
 #: The cluster plugin's service, looked up by name (`services:use:cluster`).
 CLUSTER: Final = ServiceKey[Any]("cluster")
-OPERATIONS: Final = ("enable", "disable", "reload")
 
 
 async def resolved(value: Any) -> Any:
@@ -62,6 +62,14 @@ async def instances(cluster: Any) -> list[Any]:
     return found if isinstance(found, list) else [found]
 
 
+def request(cluster: Any, operation: str, name: str, *, actor: str | None) -> Any:
+    """Ask the cluster to enable, disable or reload `name` everywhere; returns its answer."""
+    if operation == "reload":
+        return cluster.request_reload(name, actor=actor)
+    return cluster.set_enabled(name, operation == "enable", actor=actor)
+
+
 def supports(cluster: Any, operation: str) -> bool:
     """Whether the cluster service offers a plugin operation (enable, disable, reload)."""
-    return callable(getattr(cluster, operation, None))
+    method = "request_reload" if operation == "reload" else "set_enabled"
+    return callable(getattr(cluster, method, None))

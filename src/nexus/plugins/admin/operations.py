@@ -14,17 +14,17 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from nexus.errors import NexusError
-from nexus.http.problems import ProblemError
+from nexus.errors import NexusError, PluginNotFoundError
+from nexus.http.problems import ProblemError, ServiceUnavailableError
 from nexus.kernel.correlation import actor as current_actor
 from nexus.kernel.lifecycle import PluginState
-from nexus.plugins.admin.cluster import plain, resolved, supports
+from nexus.kernel.records import PluginStatus
+from nexus.plugins.admin.cluster import plain, request, resolved, supports
 from nexus.plugins.admin.graph import dependency_closure
 
 if TYPE_CHECKING:
     from nexus.kernel.context import PluginEvents
     from nexus.kernel.platform import Platform
-    from nexus.kernel.records import PluginStatus
 
 #: The state each operation should leave a plugin in.
 _EXPECTED: Final = {
@@ -35,7 +35,11 @@ _EXPECTED: Final = {
 
 
 class Operations:
-    """Enable, disable and reload plugins for the dashboard, and announce every admin action."""
+    """Enable, disable and reload plugins for the dashboard, and announce every admin action.
+
+    With a cluster plugin the change goes to the cluster's desired state, so every instance
+    applies it; without one, this instance's platform applies it at once.
+    """
 
     def __init__(
         self,
@@ -102,76 +106,111 @@ class Operations:
                     f"plugins.{plugin}.enabled in the configuration instead.",
                 )
         cluster = self._cluster()
-        via = "cluster" if cluster is not None and supports(cluster, operation) else "platform"
-        if self.restarts_admin(plugin, operation):
-            # Streams would hold the plugin's requests open; the browser reconnects.
+        restarts = self.restarts_admin(plugin, operation)
+        if restarts:
+            # Open event streams would hold the plugin's stop up; browsers reconnect.
             self._before_restart()
+        if cluster is not None and supports(cluster, operation):
+            return await self._ask_cluster(cluster, plugin, operation, status)
+        if restarts:
             task = asyncio.get_running_loop().create_task(
-                self._run_detached(plugin, operation, via), name=f"admin:{operation}:{plugin}"
+                self._run_detached(plugin, operation), name=f"admin:{operation}:{plugin}"
             )
             self._detached.add(task)
             task.add_done_callback(self._detached.discard)
             return {
                 "plugin": plugin,
                 "operation": operation,
-                "via": via,
+                "via": "platform",
                 "accepted": True,
                 "detail": "The dashboard restarts with this operation; it is back in a moment.",
                 "status": status.to_dict(),
             }
-        return await self._run_now(plugin, operation, via)
+        return await self._run_now(plugin, operation)
 
-    async def _run_detached(self, plugin: str, operation: str, via: str) -> None:
+    async def _ask_cluster(
+        self, cluster: Any, plugin: str, operation: str, status: PluginStatus
+    ) -> dict[str, Any]:
+        """Record the wish in the cluster; every instance (this one too) then applies it."""
+        resource = f"plugin:{plugin}"
         try:
-            await self._run_now(plugin, operation, via)
+            desired = plain(
+                await resolved(request(cluster, operation, plugin, actor=current_actor.get()))
+            )
+        except PluginNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Redis and the cluster's own errors alike
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            await self.announce(
+                f"plugin.{operation}",
+                resource=resource,
+                outcome="failure",
+                operation=operation,
+                via="cluster",
+                error=reason,
+            )
+            if isinstance(exc, ValueError):  # the cluster protects what it depends on
+                raise ProblemError(409, str(exc)) from None
+            raise ServiceUnavailableError(
+                f"The cluster could not record the change: {exc}", retry_after=5
+            ) from None
+        await self.announce(
+            f"plugin.{operation}",
+            resource=resource,
+            outcome="success",
+            operation=operation,
+            via="cluster",
+            desired=desired,
+        )
+        return {
+            "plugin": plugin,
+            "operation": operation,
+            "via": "cluster",
+            "accepted": True,
+            "detail": "Every instance of the cluster applies it in a moment, this one included.",
+            "desired": desired,
+            "status": status.to_dict(),
+        }
+
+    async def _run_detached(self, plugin: str, operation: str) -> None:
+        try:
+            await self._run_now(plugin, operation)
         except Exception:
             self._logger.exception("Could not %s plugin %s", operation, plugin)
 
-    async def _run_now(self, plugin: str, operation: str, via: str) -> dict[str, Any]:
-        result: Any = None
+    async def _run_now(self, plugin: str, operation: str) -> dict[str, Any]:
         try:
-            if via == "cluster":
-                result = plain(await resolved(getattr(self._cluster(), operation)(plugin)))
-                status = self._platform.status(plugin)
-            else:
-                status = await getattr(self._platform, operation)(plugin)
+            status = await getattr(self._platform, operation)(plugin)
         except Exception as exc:
             await self.announce(
                 f"plugin.{operation}",
                 resource=f"plugin:{plugin}",
                 outcome="failure",
                 operation=operation,
-                via=via,
+                via="platform",
                 error=f"{type(exc).__name__}: {exc}".splitlines()[0],
             )
             raise
-        outcome = _outcome(status, operation, via)
+        outcome = "success" if status.state is _EXPECTED[operation] else "failure"
         await self.announce(
             f"plugin.{operation}",
             resource=f"plugin:{plugin}",
             outcome=outcome,
             operation=operation,
-            via=via,
+            via="platform",
             state=status.state.value,
             reason=status.reason,
         )
         return {
             "plugin": plugin,
             "operation": operation,
-            "via": via,
+            "via": "platform",
             "accepted": False,
             "outcome": outcome,
             "status": status.to_dict(),
-            **({"cluster": result} if via == "cluster" else {}),
         }
 
     async def drain(self) -> None:
-        """Wait for detached operations (used by tests and on shutdown)."""
+        """Wait until the operations running after their responses are done."""
         if self._detached:
             await asyncio.wait(set(self._detached))
-
-
-def _outcome(status: PluginStatus, operation: str, via: str) -> str:
-    if via == "cluster":
-        return "success"  # the cluster converges on its own; the local state may lag
-    return "success" if status.state is _EXPECTED[operation] else "failure"

@@ -41,10 +41,10 @@ class AdminSettings(BaseModel):
         15.0, gt=0, description="Seconds between keep-alive comments on an idle event stream."
     )
     stream_lifetime: float = Field(
-        60.0,
+        30.0,
         gt=0,
-        description="Seconds an event stream stays open; browsers reconnect and resume, so a "
-        "server can shut down without waiting on open streams for long.",
+        description="Seconds an event stream stays open; browsers reconnect and resume. A "
+        "server shutting down waits this long at most for open streams.",
     )
     stream_queue: int = Field(
         256, ge=1, description="Events buffered per stream before the oldest are skipped."

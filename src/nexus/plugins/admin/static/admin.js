@@ -726,13 +726,32 @@ async function loadAudit({ more = false } = {}) {
 
 async function loadCluster() {
   const { instances } = await api("/cluster");
-  const columns = [...new Set(instances.flatMap((instance) => Object.keys(instance)))];
-  document.getElementById("cluster-head").replaceChildren(...columns.map((name) => el("th", { scope: "col" }, name)));
-  const show = (value) => (value !== null && typeof value === "object" ? JSON.stringify(value) : String(value ?? "–"));
+  const head = ["Instance", "Host", "Nexus", "Last heartbeat", "Plugins"];
+  document.getElementById("cluster-head").replaceChildren(...head.map((name) => el("th", { scope: "col" }, name)));
+  const rows = instances.map((instance) => {
+    const plugins = Object.entries(instance.plugins || {});
+    const troubled = plugins.filter(([, report]) => report.state !== "active");
+    return el(
+      "tr",
+      { dataset: { instance: instance.id } },
+      el("th", { scope: "row" }, instance.id),
+      el("td", { dataset: { label: "Host" } }, instance.pid ? `${instance.host} (pid ${instance.pid})` : instance.host ?? "–"),
+      el("td", { dataset: { label: "Nexus" } }, instance.nexus_version ?? "–"),
+      el("td", { dataset: { label: "Last heartbeat" } }, instance.heartbeat_at ? formatTime(instance.heartbeat_at) : "–"),
+      el(
+        "td",
+        { class: "deps wide", dataset: { label: "Plugins" } },
+        el("span", {}, `${plugins.length - troubled.length} of ${plugins.length} active`),
+        troubled.map(([name, report]) =>
+          el("span", {}, `${name}: `, badge(report.state), report.problem ? el("span", { class: "reason" }, ` ${report.problem}`) : null),
+        ),
+      ),
+    );
+  });
   document.getElementById("cluster-rows").replaceChildren(
-    ...instances.map((instance) => el("tr", {}, columns.map((name) => el("td", { dataset: { label: name } }, show(instance[name]))))),
+    ...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No instance has reported yet."))]),
   );
-  document.getElementById("cluster-summary").textContent = `${instances.length} instance(s).`;
+  document.getElementById("cluster-summary").textContent = `${instances.length} instance(s) reporting.`;
 }
 
 // -- views ----------------------------------------------------------------------------------

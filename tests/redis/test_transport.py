@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from nexus.errors import EventError
+from nexus.errors import EventError, TransportError
 from nexus.kernel.events import Event
 from tests.redis.conftest import MakeBus, ready, until, until_async
 
@@ -281,3 +281,20 @@ async def test_stopping_an_instance_leaves_no_consumer_behind(
         0,
         0,
     )
+
+
+async def test_an_event_redis_refuses_raises_and_the_others_are_written(
+    make_bus: MakeBus, client: Redis, prefix: str
+) -> None:
+    """A stream key holding another type fails its events alone, alone or within a burst."""
+    a = await make_bus("a")
+    await client.set(f"{prefix}:stream:broken", "not a stream")
+    with pytest.raises(TransportError, match=r"refused to append it to .*WRONGTYPE"):
+        await a.publish("broken.thing", 1)
+    outcomes = await asyncio.gather(
+        a.publish("fine.thing", 1), a.publish("broken.thing", 2), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], Event)
+    assert isinstance(outcomes[1], TransportError)
+    assert "WRONGTYPE" in str(outcomes[1])
+    assert await client.xlen(f"{prefix}:stream:fine") == 1

@@ -12,17 +12,17 @@ from typing import Any, Final
 import orjson
 
 from nexus.errors import EventError
-from nexus.kernel.events import Event
+from nexus.kernel.events import Event, restore_event
 
 TYPE: Final = b"type"
 BODY: Final = b"event"
 _OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 
 
-def encode(event: Event) -> dict[bytes, bytes]:
-    """The entry's fields for `event`; EventError if its data is not JSON-serialisable."""
+def encode(event: Event) -> bytes:
+    """The `event` field of the entry; EventError if the data is not JSON-serialisable."""
     try:
-        body = orjson.dumps(
+        return orjson.dumps(
             {
                 "id": event.id,
                 "source": event.source,
@@ -38,13 +38,17 @@ def encode(event: Event) -> dict[bytes, bytes]:
             f"Event {event.type!r} cannot travel through the redis transport: its data must be "
             f"JSON-serialisable ({exc}). Publish plain data, e.g. model.model_dump(mode='json')."
         ) from None
-    return {TYPE: event.type.encode(), BODY: body}
 
 
-def decode(topic: str, fields: dict[bytes, bytes], attempt: int) -> Event:
+def fields(event: Event) -> dict[bytes, bytes]:
+    """The entry's fields for `event`."""
+    return {TYPE: event.type.encode(), BODY: encode(event)}
+
+
+def decode(topic: str, entry: dict[bytes, bytes], attempt: int) -> Event:
     """The event stored in an entry; KeyError, TypeError or ValueError if it is not one."""
-    body: dict[str, Any] = orjson.loads(fields[BODY])
-    return Event(
+    body: dict[str, Any] = orjson.loads(entry[BODY])
+    return restore_event(
         body["id"],
         topic,
         body["source"],
@@ -56,11 +60,9 @@ def decode(topic: str, fields: dict[bytes, bytes], attempt: int) -> Event:
     )
 
 
-def dead_letter_fields(
-    fields: dict[bytes, bytes] | None, event: Event, **details: str | int | float
-) -> dict[bytes, bytes]:
-    """A dead-letter stream entry: the original fields (or the event's) plus `details`."""
-    entry = dict(fields) if fields else encode(event)
+def dead_letter_fields(event: Event, **details: str | int | float) -> dict[bytes, bytes]:
+    """A dead-letter stream entry: the event's fields plus `details`."""
+    entry = fields(event)
     for key, value in details.items():
         entry[key.encode()] = str(value).encode()
     return entry

@@ -10,6 +10,12 @@ Layout (with the default prefix `nexus:events`):
 - `nexus:events:streams`: the set of segments in use, for patterns starting with a wildcard.
 - `nexus:events:dead`: dead letters (the entry's fields plus the error), trimmed like streams.
 
+Publishing: concurrent `publish` calls queue their events; one writer task appends each burst
+(up to `batch` events) with one Lua script call (XADD per event, then one XTRIM per stream),
+so a burst costs one round trip and little packing; every publish returns once its own entry
+is written, or raises TransportError. Bursts are written one after another: publish order
+is kept.
+
 A `shared` subscription is a consumer group named by its `Subscriber.key`
 (`<owner>:<pattern>:<handler qualname>`) on each of its streams, with this instance's id as
 the consumer: each event is handled once per subscription across the cluster. A `broadcast`
@@ -59,6 +65,30 @@ __all__ = ["RedisTransport"]
 logger = logging.getLogger("nexus.redis")
 
 _REGISTER_EVERY: Final = 10.0  # seconds between SADDs of a segment to the registry
+# Appends a burst of events in one command: far less to pack and parse per event than a
+# pipeline of XADDs. KEYS: the streams, then the registry. ARGV: maxlen, the number of segments
+# to register, those segments, then (stream number, topic, envelope) per event, in order.
+# Returns each entry's id, or "!<error>" for an event Redis refused.
+_APPEND: Final = """
+local nseg = tonumber(ARGV[2])
+if nseg > 0 then
+    redis.call('SADD', KEYS[#KEYS], unpack(ARGV, 3, 2 + nseg))
+end
+local ids, n = {}, 0
+for i = 3 + nseg, #ARGV, 3 do
+    n = n + 1
+    local id = redis.pcall('XADD', KEYS[tonumber(ARGV[i])], '*', 'type', ARGV[i + 1],
+                           'event', ARGV[i + 2])
+    if type(id) == 'table' and id.err then
+        id = '!' .. id.err
+    end
+    ids[n] = id
+end
+for k = 1, #KEYS - 1 do
+    redis.pcall('XTRIM', KEYS[k], 'MAXLEN', '~', ARGV[1])
+end
+return ids
+"""
 _PUBLISHED_MEMORY: Final = 10_000  # event id -> entry id, for publish_and_wait
 _ACK_CHUNK: Final = 1000  # ids per XACK command
 
@@ -130,14 +160,15 @@ class RedisTransport:
         #: What Redis answers when it refuses a command (NOGROUP, BUSYGROUP, WRONGTYPE...).
         self.refused: Final[type[Exception]] = ResponseError
         self._client: Redis | None = None
+        self._append: Any = None  # the _APPEND script, once started
         self._reader_client: Redis | None = None
         self._readers: dict[Subscriber, Reader] = {}
         self._stopping: set[Reader] = set()  # detached, their tasks not finished yet
         self.groups: set[tuple[str, str]] = set()  # (stream, group) this instance consumed in
         self._stream_of: dict[str, str] = {}  # topic -> stream key
-        self._registered: dict[str, float] = {}  # segment -> when last added to the registry
+        self._registered: dict[str, float] = {}  # stream -> when last added to the registry
         self._published: dict[str, tuple[str, bytes]] = {}  # event id -> (stream, entry id)
-        self._outbox: list[tuple[str, dict[bytes, bytes], asyncio.Future[bytes], Event]] = []
+        self._outbox: list[tuple[str, bytes, asyncio.Future[bytes], Event]] = []
         self._acks: dict[tuple[str, str], list[bytes]] = {}
         self._dead: list[dict[bytes, bytes]] = []
         self._wake_writer: asyncio.Future[None] | None = None
@@ -176,6 +207,7 @@ class RedisTransport:
             return
         who = "The redis event transport"
         self._client = open_redis(self._secret_url, timeout=self.timeout, who=who)
+        self._append = self._client.register_script(_APPEND)
         # Blocking reads hold their connection for up to `block` seconds: a pool of their own,
         # whose answers may take that long.
         self._reader_client = open_redis(
@@ -309,9 +341,9 @@ class RedisTransport:
         """
         if self.is_closed or self._client is None:
             raise self._closed_error(event)
-        fields = _codec.encode(event)
+        body = _codec.encode(event)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._outbox.append((self.stream(event.type), fields, future, event))
+        self._outbox.append((self.stream(event.type), body, future, event))
         wake = self._wake_writer
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -336,31 +368,32 @@ class RedisTransport:
                         future.set_exception(self._closed_error(event))
                 raise
 
-    async def _write(
-        self, batch: list[tuple[str, dict[bytes, bytes], asyncio.Future[bytes], Event]]
-    ) -> None:
-        client = self.client
+    async def _write(self, batch: list[tuple[str, bytes, asyncio.Future[bytes], Event]]) -> None:
         now = time.monotonic()
+        numbers: dict[str, bytes] = {}  # stream -> its number among the script's KEYS
+        registered = self._registered
         segments = []
-        for stream, _, _, _ in batch:
-            segment = stream.rpartition(":")[2]
-            if now - self._registered.get(segment, -_REGISTER_EVERY) >= _REGISTER_EVERY:
-                self._registered[segment] = now
-                segments.append(segment)
+        args: list[bytes | int] = [self.maxlen, 0]
+        for stream, body, _, event in batch:
+            number = numbers.get(stream)
+            if number is None:
+                number = numbers[stream] = str(len(numbers) + 1).encode()
+                if now - registered.get(stream, -_REGISTER_EVERY) >= _REGISTER_EVERY:
+                    registered[stream] = now
+                    segments.append(stream.rpartition(":")[2].encode())
+            args += (number, event.type.encode(), body)
+        args[1] = len(segments)
+        args[2:2] = segments
         results: list[Any]
         try:
             if len(batch) == 1 and not segments:
-                stream, fields, _, _ = batch[0]
-                results = [await client.xadd(stream, fields, maxlen=self.maxlen)]
+                stream, body, _, event = batch[0]
+                fields = {_codec.TYPE: event.type.encode(), _codec.BODY: body}
+                results = [await self.client.xadd(stream, fields, maxlen=self.maxlen)]
             else:
-                pipe = client.pipeline(transaction=False)
-                if segments:
-                    pipe.sadd(self.registry, *segments)
-                for stream, fields, _, _ in batch:
-                    pipe.xadd(stream, fields, maxlen=self.maxlen)
-                results = await pipe.execute(raise_on_error=False)
-                if segments:
-                    results = results[1:]
+                # One XTRIM per stream and burst, rather than MAXLEN on every XADD: a stream
+                # overshoots its bound by one burst at most.
+                results = await self._append(keys=[*numbers, self.registry], args=args)
         except self.unreachable as exc:
             self.disconnected(exc)
             for _, _, future, event in batch:
@@ -372,10 +405,15 @@ class RedisTransport:
         self.connected()
         published = self._published
         for (stream, _, future, event), result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) or result[:1] == b"!":
+                refusal = (
+                    describe_error(result)
+                    if isinstance(result, Exception)
+                    else result[1:].decode(errors="replace")
+                )
                 error = TransportError(
                     f"Could not publish event {event.type!r} ({event.id}): Redis at {self.url} "
-                    f"refused to append it to {stream!r}: {describe_error(result)}."
+                    f"refused to append it to {stream!r}: {refusal}."
                 )
                 if not future.done():
                     future.set_exception(error)
@@ -462,23 +500,24 @@ class RedisTransport:
 
     def ack(self, stream: str, group: str, entry_id: bytes) -> None:
         """Acknowledge an entry soon, together with others."""
-        ids = self._acks.get((stream, group))
+        key = (stream, group)
+        ids = self._acks.get(key)
         if ids is None:
-            ids = self._acks[(stream, group)] = []
+            ids = self._acks[key] = []
         ids.append(entry_id)
-        self._wake_acks()
+        wake = self._wake_acker
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     def dead_letter(
         self,
         letter: DeadLetter,
-        fields: dict[bytes, bytes] | None,
         subscriber: Subscriber,
         entry: tuple[str, str, bytes] | None = None,
     ) -> None:
         """Append `letter` to the dead-letter stream, then acknowledge `entry`, if given."""
         self._dead.append(
             _codec.dead_letter_fields(
-                fields,
                 letter.event,
                 letter=letter.id,
                 subscriber=subscriber.key,

@@ -163,7 +163,7 @@ def build_api(dashboard: Dashboard, gate: Callable[..., Any]) -> APIRouter:
             try:
                 yield b"retry: 2000\n: connected\n\n"
                 for kept in backlog:
-                    yield _sse(kept.id, kept.json)
+                    yield _sse(kept.id, kept.json, kind=b"backlog")
                 while True:
                     left = ends - loop.time()
                     if left <= 0:
@@ -306,8 +306,9 @@ def _check_pattern(pattern: str) -> None:
         raise ProblemError(422, str(exc)) from None
 
 
-def _sse(item_id: str, data: bytes) -> bytes:
-    return b"id: " + item_id.encode() + b"\nevent: event\ndata: " + data + b"\n\n"
+def _sse(item_id: str, data: bytes, *, kind: bytes = b"event") -> bytes:
+    """One SSE message; "backlog" ones were published before the stream (re)connected."""
+    return b"id: " + item_id.encode() + b"\nevent: " + kind + b"\ndata: " + data + b"\n\n"
 
 
 def _iso(timestamp: float) -> str:

@@ -410,7 +410,10 @@ function drawGraph({ nodes, edges, order }) {
   canvas.setAttribute("width", width);
   canvas.setAttribute("height", height);
   canvas.replaceChildren(svg("defs", {}, marker), ...edgePaths, ...nodeGroups);
-  document.getElementById("graph-order").replaceChildren(...order.map((name) => el("li", {}, name)));
+  const states = new Map(nodes.map((node) => [node.id, node.state]));
+  document.getElementById("graph-order").replaceChildren(
+    ...order.map((name) => el("li", {}, name, states.get(name) === "active" ? "" : el("span", { class: "muted" }, ` (${states.get(name)})`))),
+  );
 }
 
 async function loadGraph() {
@@ -466,15 +469,18 @@ function startStream() {
     if (stream.paused) setStreamStatus(`Paused: ${stream.held.length} new event(s) held`, "paused");
     else setStreamStatus(`Live: showing events matching ${pattern}`, "live");
   });
-  source.addEventListener("event", (message) => {
+  const receive = (message, isNew) => {
     const item = JSON.parse(message.data);
     if (stream.paused) {
       stream.held.push(item);
       setStreamStatus(`Paused: ${stream.held.length} new event(s) held`, "paused");
     } else {
-      showEvents([item]);
+      showEvents([item], isNew);
     }
-  });
+  };
+  source.addEventListener("event", (message) => receive(message, true));
+  // Published before the stream (re)connected: shown, but not flagged as just arrived.
+  source.addEventListener("backlog", (message) => receive(message, false));
   source.addEventListener("skipped", (message) => {
     const { count } = JSON.parse(message.data);
     toast(`${count} event(s) skipped: they arrived faster than this page could take them.`);

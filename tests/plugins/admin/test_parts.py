@@ -216,3 +216,17 @@ def test_origin_check_ignores_default_ports_and_refuses_others() -> None:
     with pytest.raises(ProblemError, match="is not this dashboard's origin"):
         check_origin(scope, ())
     check_origin(scope, ("http://admin.example.com",))
+
+
+def test_public_names_are_pinned() -> None:
+    """The package exports exactly the names other plugins and tests rely on, sorted."""
+    import nexus.plugins.admin as admin
+
+    assert admin.__all__ == [
+        "ACCESS_PERMISSION",
+        "COOKIE",
+        "CSRF_HEADER",
+        "AdminPlugin",
+        "AdminSettings",
+    ]
+    assert admin.ACCESS_PERMISSION == "admin:access"

@@ -7,7 +7,9 @@ event charts, dead letters, the redacted configuration, the audit log and, with 
 plugin, the instances. Scripts can use /admin/api with a bearer token or API key instead.
 
 Every change made through it publishes `admin.<action>` (`admin.plugin.disable`,
-`admin.login`, ...) naming the user, which the audit plugin records.
+`admin.login`, ...) naming the user, which the audit plugin records. Its manifest grants
+`events:subscribe:**` because the live event view shows whatever the application publishes;
+only signed-in admins see it.
 """
 
 from __future__ import annotations

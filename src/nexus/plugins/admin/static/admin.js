@@ -176,7 +176,7 @@ function pluginRow(plugin) {
   if (requires.length) deps.push(el("span", {}, `requires ${requires.join(", ")}`));
   if (optional.length) deps.push(el("span", { class: "muted" }, `optional ${optional.join(", ")}`));
   if (plugin.dependents.length) {
-    deps.push(el("span", { class: "muted" }, `needed by ${plugin.dependents.join(", ")}`));
+    deps.push(el("span", { class: "muted" }, `used by ${plugin.dependents.join(", ")}`));
   }
   const details = [];
   if (plugin.failure) {
@@ -185,7 +185,7 @@ function pluginRow(plugin) {
   if (plugin.blocked_reason) details.push(el("span", { class: "reason" }, `Blocked: ${plugin.blocked_reason}`));
   if (plugin.last_error) details.push(el("span", { class: "reason" }, plugin.last_error));
   if (plugin.services.length) details.push(el("span", { class: "muted" }, `provides ${plugin.services.join(", ")}`));
-  if (plugin.boot_seconds !== null && plugin.boot_seconds !== undefined) {
+  if (plugin.state === "active" && plugin.boot_seconds !== null && plugin.boot_seconds !== undefined) {
     details.push(el("span", { class: "muted" }, `started in ${(plugin.boot_seconds * 1000).toFixed(0)} ms`));
   }
   const running = plugin.state === "active";

@@ -225,7 +225,11 @@ async def test_sign_in_needs_the_forms_csrf_token(
     await client.get("/admin/login")
     response = await client.post("/admin/login", data={"username": "root", "password": PASSWORD})
     assert response.status_code == 403
+    assert "form has expired or came from another site" in response.text
     assert COOKIE not in set_cookies(response)
+    scripted = await client.post("/admin/login", json={"username": "root"})
+    assert scripted.status_code == 403
+    assert scripted.headers["content-type"] == "application/problem+json"
     fresh = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
     async with fresh:  # a token of another browser does not match this one's cookie
         stolen = login_token((await client.get("/admin/login")).text)

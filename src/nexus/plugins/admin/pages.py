@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import secrets
 import string
 from collections.abc import Callable, Iterable, Mapping
@@ -143,12 +144,16 @@ def build_pages(
     operations: Operations,
     allowed_origins: Iterable[str],
     session_lifetime: float,
+    is_production: bool = False,
+    logger: logging.Logger | None = None,
 ) -> APIRouter:
     """The routes of /admin itself: pages, sign-in and sign-out, static assets."""
     router = APIRouter(include_in_schema=False)
     assets = load_assets()
     pages = Pages(assets)
     origins = tuple(allowed_origins)
+    log = logger or logging.getLogger("nexus.plugins.admin")
+    warned: list[bool] = []
 
     def is_https(request: Request) -> bool:
         return request.scope.get("scheme") == "https"
@@ -201,8 +206,17 @@ def build_pages(
     async def login(request: Request) -> Response:
         from nexus.plugins.auth import InvalidCredentialsError, LoginThrottledError
 
-        check_origin(request.scope, origins)
-        check_csrf(await sent_csrf_token(request), read_cookie(request.scope, LOGIN_CSRF_COOKIE))
+        try:
+            check_origin(request.scope, origins)
+            check_csrf(
+                await sent_csrf_token(request), read_cookie(request.scope, LOGIN_CSRF_COOKIE)
+            )
+        except ProblemError:
+            if not _is_form(request):
+                raise
+            # A person at the form (say, one left open past its cookie's hour): show it again.
+            message = "This sign-in form has expired or came from another site. Sign in again."
+            return sign_in_page(request, 403, message)
         form = await request.form()
         username = _field(form.get("username")).strip()
         password = _field(form.get("password"))
@@ -245,6 +259,13 @@ def build_pages(
         )
         signed_in = RedirectResponse("/admin", 303)
         secure = is_https(request)
+        if is_production and not secure and not warned:
+            warned.append(True)
+            log.warning(
+                "An admin signed in over plain http, so the session cookie travels unencrypted. "
+                "Serve /admin over https (behind a proxy: list it in http.trusted_proxies so "
+                "its X-Forwarded-Proto is believed)."
+            )
         signed_in.headers.append(
             "set-cookie",
             cookie_header(COOKIE, token, max_age=int(session_lifetime), secure=secure),
@@ -282,6 +303,12 @@ def build_pages(
         )
 
     return router
+
+
+def _is_form(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    )
 
 
 def _field(value: Any) -> str:

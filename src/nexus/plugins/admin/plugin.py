@@ -90,6 +90,8 @@ class AdminPlugin(Plugin):
             operations=operations,
             allowed_origins=settings.allowed_origins,
             session_lifetime=settings.session_lifetime.total_seconds(),
+            is_production=ctx.is_production,
+            logger=ctx.logger,
         )
         # After the auth plugin's middleware (position 0): a bearer token it accepted wins.
         ctx.http.add_middleware(

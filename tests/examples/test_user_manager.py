@@ -79,7 +79,10 @@ async def test_registering_past_max_users_names_the_limit_and_setting(make_app: 
         assert problem["title"] == "User limit reached"
         assert problem["max_users"] == 1
         assert problem["setting"] == "plugins.user_manager.max_users"
-        assert "at most 1 users (setting plugins.user_manager.max_users)" in problem["detail"]
+        assert problem["detail"] == (
+            "Registration is closed: the user limit of 1 is reached "
+            "(setting plugins.user_manager.max_users)."
+        )
         [failed] = await recorder.wait_for("user.registration.failed")
         assert failed.data == {"email": "two@example.com", "reason": "max_users"}
 

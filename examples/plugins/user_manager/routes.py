@@ -159,7 +159,7 @@ def _registration_problem(exc: RegistrationError) -> ProblemError:
     if isinstance(exc, UserLimitError):
         return ProblemError(
             409,
-            f"Registration is closed: this application accepts at most {exc.limit} users "
+            f"Registration is closed: the user limit of {exc.limit} is reached "
             f"(setting plugins.user_manager.max_users).",
             title="User limit reached",
             max_users=exc.limit,

@@ -46,7 +46,7 @@ class UserLimitError(RegistrationError):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        super().__init__(f"This application accepts at most {limit} users.")
+        super().__init__(f"The user limit of {limit} is reached.")
 
 
 class EmailTakenError(RegistrationError):

@@ -715,9 +715,9 @@ def test_redacted_hides_secrets(in_tmp: Path) -> None:
         "apiKey": mask,
         "private_key": mask,
         "signing_key": mask,
-        "credentials": mask,
+        "credentials": {"user": mask, "pass": mask},
         "max_tokens": 100,
-        "token_count": mask,
+        "token_count": 3,  # a number under a secret-looking key is a setting, not a secret
         "keyring": "none",
         "optional_secret": None,
         "when": "2024-01-02",
@@ -884,3 +884,22 @@ def test_overrides_can_choose_the_environment() -> None:
     config = load_config(None, env={}, overrides={"app": {"environment": "production"}})
     assert config.environment == "production"
     assert config.is_production
+
+
+def test_redaction_keeps_settings_under_secret_looking_keys() -> None:
+    """Flags and numeric settings named like secrets stay readable; their text is hidden."""
+    config = load_config(
+        None,
+        env={},
+        overrides={
+            "plugins": {"auth": {"password_hashing": {"time_cost": 3}, "signing_key": "k" * 44}},
+            "http": {"cors": {"allow_credentials": True}},
+        },
+        sections={"http": HttpSettings},
+    )
+    data = config.redacted()
+    assert data["plugins"]["auth"] == {
+        "password_hashing": {"time_cost": 3},
+        "signing_key": "**********",
+    }
+    assert data["http"]["cors"]["allow_credentials"] is True

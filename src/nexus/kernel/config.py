@@ -698,11 +698,22 @@ def is_secret_key(key: str) -> bool:
     return "token" in re.split(r"[^a-z0-9]+", lowered)
 
 
+def _mask_text(value: Any) -> Any:
+    """Hide every piece of text below a secret-looking key; numbers and flags stay readable
+    (`allow_credentials: true` and `password_hashing: {time_cost: 3}` are settings)."""
+    if isinstance(value, dict):
+        return {k: _mask_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_text(item) for item in value]
+    if isinstance(value, str | bytes):
+        return MASK
+    return value
+
+
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: MASK if is_secret_key(str(k)) and v is not None else _redact(v)
-            for k, v in value.items()
+            k: _mask_text(v) if is_secret_key(str(k)) else _redact(v) for k, v in value.items()
         }
     if isinstance(value, list):
         return [_redact(item) for item in value]

@@ -888,6 +888,8 @@ def test_overrides_can_choose_the_environment() -> None:
 
 def test_redaction_keeps_settings_under_secret_looking_keys() -> None:
     """Flags and numeric settings named like secrets stay readable; their text is hidden."""
+    from nexus.http.settings import HttpSettings as PlatformHttpSettings
+
     config = load_config(
         None,
         env={},
@@ -895,7 +897,7 @@ def test_redaction_keeps_settings_under_secret_looking_keys() -> None:
             "plugins": {"auth": {"password_hashing": {"time_cost": 3}, "signing_key": "k" * 44}},
             "http": {"cors": {"allow_credentials": True}},
         },
-        sections={"http": HttpSettings},
+        sections={"http": PlatformHttpSettings},
     )
     data = config.redacted()
     assert data["plugins"]["auth"] == {

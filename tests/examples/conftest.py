@@ -9,7 +9,7 @@ import ssl
 from collections.abc import Callable, Collection, Iterator
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -110,7 +110,7 @@ class SmtpSink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.messages.append(cast(EmailMessage, message))
+        self.messages.append(message)
         return "250 Message accepted for delivery"
 
     def __enter__(self) -> SmtpSink:

@@ -18,6 +18,7 @@ import pytest
 from nexus import StartupError
 from nexus.http.app import NexusApp
 from nexus.testing import EventRecorder, serve
+from nexus.testing.servers import services_required
 from tests.examples.conftest import AppMaker, SmtpSink, smtp_sink_or_skip
 
 REGISTER = "/api/user_manager/users"
@@ -185,7 +186,10 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
     try:
         subprocess.run(command, check=True, capture_output=True)
     except FileNotFoundError:
-        pytest.skip("openssl is not installed (Debian package openssl)")
+        reason = "openssl is not installed (Debian package openssl)"
+        if services_required():
+            pytest.fail(f"{reason}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
+        pytest.skip(reason)
     return cert, key
 
 

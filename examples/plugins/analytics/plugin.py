@@ -52,11 +52,9 @@ class Analytics(Plugin):
 
     async def on_user_event(self, event: Event) -> None:
         """Count the user for the event's step on the day it happened (UTC)."""
-        step, user_id, day = (
-            STEPS[event.type],
-            UserEvent.model_validate(event.data).id,
-            event.datetime.date(),
-        )
+        step = STEPS[event.type]
+        user_id = UserEvent.model_validate(event.data).id
+        day = event.datetime.date()
         async with self.database.session() as session:
             is_new = await track(session, step=step, user_id=user_id, day=day)
         if is_new:

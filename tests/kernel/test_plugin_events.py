@@ -148,3 +148,33 @@ async def test_lifecycle_operations_are_announced(make_config: Callable[..., Nex
         ("nexus.plugin.disable", "req-9"),
         ("nexus.plugin.enable", "req-9"),
     ]
+
+
+async def test_stopping_waits_for_running_handlers_before_teardown(
+    make_config: Callable[..., NexusConfig],
+) -> None:
+    """A handler still running when its plugin stops is cancelled and finished before teardown."""
+    import asyncio
+
+    log: list[str] = []
+    started = asyncio.Event()
+
+    class Slow(Listener):
+        async def on_event(self, event: Event) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            finally:
+                await asyncio.sleep(0.01)  # cleanup inside the handler takes a moment
+                log.append("handler finished")
+
+        async def teardown(self, ctx: PluginContext[Any]) -> None:
+            log.append("teardown")
+
+    slow = Slow("slow", ["user.*"], ["events:subscribe:user.*"])
+    publisher = Publisher()
+    async with Kernel(make_config(), plugins=[slow, publisher], entry_points=False) as kernel:
+        await publisher.ctx.events.publish("user.created")
+        await started.wait()
+        await kernel.plugins.disable("slow")
+        assert log == ["handler finished", "teardown"]

@@ -567,6 +567,7 @@ class EventBus:
         self._state: Literal["new", "running", "closing", "closed"] = "new"
         self._is_running = False
         self._subs: list[Subscription] = []  # higher priority first, then oldest first
+        self._stopping: set[asyncio.Task[None]] = set()  # workers cancelled, not yet finished
         self._order = itertools.count()
         self._routes: dict[str, _Route] = {}  # bounded cache; a topic here is a valid topic
         self._topics: dict[str, Counters] = {}
@@ -1020,6 +1021,18 @@ class EventBus:
         # closed and returns. Any other worker stops now.
         if task is not None and task is not me:
             task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def settle(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until the workers of removed subscriptions have stopped.
+
+        Unsubscribing cancels a worker, but its handler only stops at its next await; a
+        plugin being stopped waits here so none of its handlers still runs during teardown.
+        """
+        stopping = {task for task in self._stopping if task is not asyncio.current_task()}
+        if stopping:
+            await asyncio.wait(stopping, timeout=timeout)
 
     def _attach(self, sub: Subscription) -> None:
         if self._cluster is None:

@@ -630,6 +630,9 @@ class PluginManager:
         for phase in ("ingress", "tasks"):
             for revoke in ownership.take(phase) if ownership else []:
                 await self._call_revoker(record, revoke)
+            if phase == "ingress":
+                # Unsubscribing cancels the plugin's handlers; none may run on into teardown.
+                await self._bus.settle(timeout=self.config.kernel.teardown_timeout)
         await self._teardown(record)
         for revoke in ownership.take("services") if ownership else []:
             await self._call_revoker(record, revoke)

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from nexus.errors import NexusError
+from nexus.errors import NexusError, TransportError
 from nexus.http.problems import ProblemError, ProblemResponse
 from nexus.http.request_id import get_request_id
 from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,10 @@ from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("nexus.http")
 
 _LOGGED_KEY = "nexus.logged_error"
+_TRANSPORT_DETAIL = (
+    "The event transport is unavailable, so this request's events could not be sent. "
+    "Try again shortly."
+)
 _GENERIC_DETAIL = (
     "The server could not handle this request. If it keeps happening, report the request id."
 )
@@ -35,7 +39,9 @@ def install_problem_handlers(app: FastAPI, *, debug: bool) -> None:
     - ``RequestValidationError``: 422 with ``errors`` (``loc``, ``msg``, ``type`` of each; the
       offending ``input`` and ``ctx`` are dropped so secrets are never echoed back).
     - ``NexusError``: a ``PermissionError`` is 403, a ``LookupError`` 404 and a ``ValueError``
-      400, with the error's message (written for users) as ``detail``; any other is a 500.
+      400, with the error's message (written for users) as ``detail``; a ``TransportError``
+      (the event transport, say Redis, is unreachable) is a 503 with ``Retry-After``, logged,
+      its message (which names the server) shown only in ``debug``; any other is a 500.
     - Any other exception: 500, logged on ``nexus.http`` with the request id. Only in
       ``debug`` does the body show the exception and a ``traceback``.
 
@@ -111,6 +117,11 @@ class _ProblemHandlers:
             status = 404
         elif isinstance(exc, ValueError):
             status = 400
+        elif isinstance(exc, TransportError):
+            request_id = get_request_id(request.scope)
+            logger.warning("Request %s: %s", request_id, exc)
+            detail = f"{_TRANSPORT_DETAIL} {exc}" if self.debug else _TRANSPORT_DETAIL
+            return ProblemResponse(503, detail=detail, headers={"Retry-After": "5"})
         else:
             return self.server_error_response(request.scope, exc)
         return ProblemResponse(status, detail=str(exc))

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from nexus._version import __version__
 from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.facet import PluginHttp, PluginMiddlewareSlot
+from nexus.http.openapi import document_problems
 from nexus.http.routing import PluginDispatcher
 from nexus.http.settings import HttpSettings, RateLimitSettings
 from nexus.http.stack import build_middleware_stack
@@ -71,8 +72,10 @@ class NexusApp(FastAPI):
                 for name in sorted(apps)
                 if name in self.kernel.plugins
             ]
-            self.openapi_schema = get_openapi(
-                title=self.title, version=self.version, routes=routes, tags=tags or None
+            self.openapi_schema = document_problems(
+                get_openapi(
+                    title=self.title, version=self.version, routes=routes, tags=tags or None
+                )
             )
         return self.openapi_schema
 

@@ -268,7 +268,7 @@ def build_api(dashboard: Dashboard, gate: Callable[..., Any]) -> APIRouter:
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> dict[str, Any]:
         log = dashboard.audit()
         if log is None:

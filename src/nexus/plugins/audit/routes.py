@@ -50,7 +50,9 @@ def build_router(log: AuditLog) -> APIRouter:
         until: Annotated[dt.datetime | None, Query(description="Exclusive; UTC if naive.")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
         before_id: Annotated[
-            int | None, Query(ge=1, description="The next page: entries older than this id.")
+            int | None,
+            # Bounded by the largest BIGINT: a bigger id overflowed the database driver (500).
+            Query(ge=1, le=2**63 - 1, description="The next page: entries older than this id."),
         ] = None,
     ) -> dict[str, Any]:
         found = await log.query(

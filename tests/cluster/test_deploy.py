@@ -73,3 +73,12 @@ def test_the_sample_nginx_configuration_is_valid(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert "syntax is ok" in checked.stderr
+
+
+@pytest.mark.parametrize(
+    "name", ["nexus.yaml", "nexus.production.yaml", "nexus.env.example", "nginx.conf"]
+)
+def test_the_cluster_deployment_page_shows_the_sample_files_as_they_are(name: str) -> None:
+    """docs/deployment-cluster.md quotes each deploy/ file whole, so the two never drift apart."""
+    page = (DEPLOY.parent / "docs" / "deployment-cluster.md").read_text()
+    assert f"```\n{(DEPLOY / name).read_text()}```\n" in re.sub(r"```\w+\n", "```\n", page)

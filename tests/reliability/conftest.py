@@ -20,6 +20,8 @@ from nexus.testing.servers import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PASSWORD = "correct horse battery staple"
+#: The example server's token signing key (base64 of 32 bytes), so tests can forge tokens.
+SIGNING_KEY = "bmV4dXMtcmVsaWFiaWxpdHktdGVzdHMtc2lnbmluZy1rZXk="
 CONFIG = ("--config", "nexus.yaml")
 DEADLINE = 30.0  # seconds the server may take to start or stop
 
@@ -47,6 +49,7 @@ def _environment(data_dir: Path) -> dict[str, str]:
         "NEXUS__DATA_DIR": str(data_dir),
         # The fuzzer sends hundreds of requests a second from one address.
         "NEXUS__HTTP__RATE_LIMIT__ENABLED": "false",
+        "NEXUS__PLUGINS__AUTH__SIGNING_KEY": SIGNING_KEY,
         "NEXUS__PLUGINS__AUTH__PASSWORD_HASHING__TIME_COST": "1",
         "NEXUS__PLUGINS__AUTH__PASSWORD_HASHING__MEMORY_COST": "1024",
         "NEXUS__PLUGINS__AUTH__PASSWORD_HASHING__PARALLELISM": "1",

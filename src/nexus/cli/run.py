@@ -82,9 +82,9 @@ def run(
         "log_level": log_level,
         "log_config": logging_config(log_level),
         "lifespan": "on",
-        # "auto" picks uvloop and httptools when they are installed.
+        # "auto" picks uvloop when it is installed.
         "loop": "auto",
-        "http": "auto",
+        "http": _http_protocol(),
         # The platform writes its own structured access log (http.access_log).
         "access_log": False,
         # Forwarded headers are honoured only from http.trusted_proxies, by the platform's
@@ -96,6 +96,15 @@ def run(
         _serve_workers(path, environment, overrides, config, options)
     else:
         _serve(build_app(config, live_reload=live_reload), options)
+
+
+def _http_protocol() -> str:
+    """httptools (with a bound on request heads) when installed, else h11 (bounded itself)."""
+    try:
+        import httptools  # noqa: F401 - only whether it is installed matters here
+    except ImportError:
+        return "h11"
+    return "nexus.cli.protocol:BoundedHttpToolsProtocol"
 
 
 def _serve(app: NexusApp, options: dict[str, Any]) -> None:

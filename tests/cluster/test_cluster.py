@@ -408,8 +408,8 @@ def _start_nginx(root: Path, ports: list[int]) -> tuple[int, subprocess.Popen[by
     try:
         wait_for_port(port, process=process)
     except BaseException:
-        process.kill()
-        process.wait()
+        process.terminate()  # not SIGKILL: the master takes its workers down with it
+        process.wait(timeout=10)
         raise
     return port, process
 
@@ -467,9 +467,14 @@ def cluster(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFa
         for instance in state.instances.values():
             instance.stop()
         for process in processes:
+            # SIGTERM first: a SIGKILLed nginx master would leave its workers running.
             if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 process.kill()
-            process.wait()
+                process.wait()
         state.redis.stop()
         stack.close()
 

@@ -9,7 +9,14 @@ when it opens a client, so importing this package costs nothing without it.
 
 from __future__ import annotations
 
-from nexus.redis.client import REDIS_EXTRA, check_url, describe_error, open_redis, redact_url
+from nexus.redis.client import (
+    REDIS_EXTRA,
+    check_url,
+    describe_error,
+    open_redis,
+    raise_if_cancelled,
+    redact_url,
+)
 from nexus.redis.ratelimit import RateLimitUnavailableError, RedisRateLimitStore
 from nexus.redis.transport import RedisTransport
 
@@ -21,5 +28,6 @@ __all__ = [
     "check_url",
     "describe_error",
     "open_redis",
+    "raise_if_cancelled",
     "redact_url",
 ]

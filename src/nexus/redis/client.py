@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,7 +32,12 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, _MASK if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    redacted = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not netloc and url.startswith(f"{parts.scheme}://"):  # unix:///path keeps its slashes
+        redacted = f"{parts.scheme}://{redacted[len(parts.scheme) + 1 :]}"
+    return redacted
 
 
 def check_url(url: str) -> str:
@@ -84,3 +90,16 @@ def describe_error(exc: BaseException) -> str:
     """A one-line reason for a Redis error, for logs and health details."""
     text = str(exc).strip().splitlines()
     return text[0].rstrip(".") if text else type(exc).__name__
+
+
+def raise_if_cancelled() -> None:
+    """Raise CancelledError if the current task has been asked to stop.
+
+    redis-py's asyncio client (8.x, seen with hiredis) can lose a cancellation that arrives
+    during a command: the command returns normally and the task, still `cancelling()`, runs
+    on. A loop that calls Redis until it is cancelled would then never stop, and whoever
+    waits for it (a plugin's shutdown) hangs. Call this after each command in such a loop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

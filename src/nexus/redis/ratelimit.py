@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Final
 
 from nexus.errors import NexusError
 from nexus.http.rate_limit import Decision, gcra
-from nexus.redis.client import describe_error, open_redis, redact_url, unreachable_errors
+from nexus.redis.client import (
+    describe_error,
+    open_redis,
+    raise_if_cancelled,
+    redact_url,
+    unreachable_errors,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -142,7 +148,9 @@ class RedisRateLimitStore:
                 keys=[f"{self.prefix}:{key}"], args=[repr(now), repr(1.0 / rate), burst]
             )
         except self._errors as exc:
+            raise_if_cancelled()
             return self._unavailable(rate, burst, now, exc)
+        raise_if_cancelled()  # redis-py may have lost a cancellation: honour it here
         if self.last_error is not None:
             logger.info("The rate-limit store at %s answers again; limits apply.", self.url)
             self.last_error, self._failures = None, 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final, Protocol
 
 from nexus.errors import NexusError
-from nexus.redis import describe_error, open_redis, redact_url
+from nexus.redis import describe_error, open_redis, raise_if_cancelled, redact_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -97,7 +97,9 @@ class RedisRunLock:
                 self.key(owner, job, due_ms), self.instance_id, nx=True, px=ttl_ms
             )
         except self._errors as exc:
+            raise_if_cancelled()
             raise LockUnavailableError(self.url, describe_error(exc)) from exc
+        raise_if_cancelled()  # redis-py may have lost a cancellation: honour it here
         return bool(won)
 
     async def holder(self, owner: str, job: str, due_ms: int) -> str | None:
@@ -105,7 +107,9 @@ class RedisRunLock:
         try:
             value = await self._client.get(self.key(owner, job, due_ms))
         except self._errors as exc:
+            raise_if_cancelled()
             raise LockUnavailableError(self.url, describe_error(exc)) from exc
+        raise_if_cancelled()  # redis-py may have lost a cancellation: honour it here
         return value.decode() if isinstance(value, bytes) else value
 
     async def ping(self) -> None:
@@ -113,7 +117,9 @@ class RedisRunLock:
         try:
             await self._client.ping()
         except self._errors as exc:
+            raise_if_cancelled()
             raise LockUnavailableError(self.url, describe_error(exc)) from exc
+        raise_if_cancelled()  # redis-py may have lost a cancellation: honour it here
 
     async def aclose(self) -> None:
         """Close the connections."""

@@ -27,6 +27,7 @@ from nexus.errors import NexusError
 from nexus.kernel.plugin import Health
 from nexus.plugins.scheduler.locks import LockUnavailableError, RunLock
 from nexus.plugins.scheduler.triggers import Trigger
+from nexus.redis import raise_if_cancelled
 
 if TYPE_CHECKING:
     from nexus.plugins.scheduler.service import Scheduler
@@ -296,6 +297,7 @@ class JobRunner:
     async def _loop(self, job: Job) -> None:
         try:
             while True:
+                raise_if_cancelled()  # a lock's client may have lost the cancellation
                 now = self._now_ms()
                 due = job.trigger.next_due(now)
                 job.next_due = _datetime(due)

@@ -20,6 +20,9 @@ from redis.asyncio import Redis
 from nexus import Plugin, PluginContext
 from nexus.errors import ConfigError
 from nexus.http.rate_limit import MemoryRateLimitStore
+from nexus.kernel import inline_plugin
+from nexus.plugins.auth import AuthPlugin, AuthSettings
+from nexus.plugins.database import DatabasePlugin
 from nexus.redis import RateLimitUnavailableError, RedisRateLimitStore
 from nexus.testing import build_config, create_test_app, serve
 from nexus.testing.servers import RedisServer, ServerUnavailable, services_required, start_redis
@@ -295,3 +298,39 @@ def test_redis_store_needs_a_url() -> None:
         build_config(
             {"http": {"rate_limit": {"store": "redis", "redis_url": "http://x"}}}, http=True
         )
+
+
+async def test_login_throttling_is_shared_by_instances_with_a_redis_url(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """With plugins.auth.redis_url, failed logins on one instance count on the others."""
+    plugins = Path(__file__).parents[2] / "src" / "nexus" / "plugins"
+
+    def builtin(name: str, factory: Any) -> Any:
+        return inline_plugin(json.loads((plugins / name / "manifest.json").read_text()), factory)
+
+    def instance(name: str) -> Any:
+        auth = {
+            "redis_url": redis_server.url,
+            "login_burst": 2,
+            "password_hashing": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1},
+        }
+        return create_test_app(
+            plugins=[builtin("database", DatabasePlugin), builtin("auth", AuthPlugin)],
+            config={"data_dir": str(tmp_path / name), "plugins": {"auth": auth}},
+        )
+
+    user = f"nobody-{uuid.uuid4().hex}"  # bucket keys do not collide with other tests
+    form = {"grant_type": "password", "username": user, "password": "wrong password here"}
+    async with serve(instance("a")) as one, serve(instance("b")) as two:
+        statuses = [
+            (await client.post("/api/auth/token", data=form)).status_code
+            for client in (one, two, one)
+        ]
+    assert statuses == [401, 401, 429]
+
+
+def test_auth_refuses_a_redis_url_of_another_scheme() -> None:
+    """plugins.auth.redis_url must be a Redis URL."""
+    with pytest.raises(ValueError, match="must start with redis://"):
+        AuthSettings(redis_url="http://127.0.0.1")  # type: ignore[arg-type]

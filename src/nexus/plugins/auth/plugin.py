@@ -12,6 +12,7 @@ from nexus.plugins.auth.service import AUTH, Auth
 from nexus.plugins.auth.settings import AuthSettings
 from nexus.plugins.auth.signing import signing_key
 from nexus.plugins.auth.store import AuthStore
+from nexus.plugins.auth.throttle import LoginThrottle
 from nexus.plugins.database import DATABASE
 
 MIGRATIONS: Final = Path(__file__).parent / "migrations"
@@ -42,6 +43,7 @@ class AuthPlugin(Plugin):
             store=AuthStore(database.engine),
             events=ctx.events,
             logger=ctx.logger,
+            throttle=_shared_throttle(settings, ctx),
         )
         await auth.load_roles()
         self.auth = auth
@@ -67,3 +69,23 @@ class AuthPlugin(Plugin):
         if problem is not None:
             return Health.unhealthy(f"cannot read roles: {problem}")
         return Health.healthy()
+
+
+def _shared_throttle(
+    settings: AuthSettings, ctx: PluginContext[AuthSettings]
+) -> LoginThrottle | None:
+    """Login throttling in Redis when `redis_url` is set; None keeps it in this process."""
+    if settings.redis_url is None:
+        return None
+    # Imported here: the redis extra is needed only when the configuration asks for Redis.
+    from nexus.redis import RedisRateLimitStore
+
+    store = RedisRateLimitStore(settings.redis_url.get_secret_value())
+    ctx.on_cleanup(store.aclose)
+    return LoginThrottle(
+        rate=settings.login_rate,
+        burst=settings.login_burst,
+        ip_rate=settings.login_ip_rate,
+        ip_burst=settings.login_ip_burst,
+        store=store,
+    )

@@ -90,11 +90,25 @@ class AuthSettings(BaseModel):
         description="Verified access tokens remembered until they expire, so a token sent "
         "again skips its signature check; 0 verifies the signature on every request.",
     )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis shared by every instance (redis://, rediss:// or unix://), so the "
+        "login throttling limits hold across instances; unset keeps them per process.",
+    )
     role_refresh_interval: timedelta = Field(
         timedelta(seconds=30),
         gt=timedelta(0),
         description="How often role permissions are re-read (changes made by other instances).",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("signing_key")
     @classmethod

@@ -16,7 +16,17 @@ import pytest
 
 from nexus.errors import EventError, EventQueueFullError, NexusError, TransportError
 from nexus.kernel.correlation import correlation_id
-from nexus.kernel.events import Deliver, Event, EventBus, MemoryTransport
+from nexus.kernel.events import (
+    ClusterTransport,
+    DeadLetter,
+    Deliver,
+    Event,
+    EventBus,
+    MemoryTransport,
+    Receipt,
+    Subscriber,
+)
+from nexus.kernel.plugin import Health
 
 
 async def until(condition: Callable[[], bool], limit: float = 2.0) -> None:
@@ -947,3 +957,200 @@ async def test_close_resolves_waits_for_events_never_delivered() -> None:
     await bus.close()
     report = await waiting
     assert (report.delivered, report.failed, report.dropped) == (0, 0, 0)
+
+
+# -- cluster transports ---------------------------------------------------------------------
+
+
+class Outcome(Receipt):
+    """Remembers what the bus made of one event handed in by a cluster transport."""
+
+    def __init__(self) -> None:
+        self.outcome: str | DeadLetter | None = None
+
+    def handled(self) -> None:
+        self.outcome = "handled"
+
+    def dead_lettered(self, letter: DeadLetter) -> None:
+        self.outcome = letter
+
+    def dropped(self) -> None:
+        self.outcome = "dropped"
+
+
+class FakeCluster:
+    """A cluster transport in memory: the test decides what each subscription receives."""
+
+    def __init__(self) -> None:
+        self.subscribers: dict[str, Subscriber] = {}
+        self.published: list[Event] = []
+        self.done_elsewhere: set[str] = set()  # event ids another instance handled
+        self.unreachable = False
+
+    async def start(self, deliver: Deliver) -> None:
+        pass
+
+    async def publish(self, event: Event) -> None:
+        self.published.append(event)
+
+    async def close(self) -> None:
+        pass
+
+    def attach(self, subscriber: Subscriber) -> Callable[[], None]:
+        self.subscribers[subscriber.key] = subscriber
+        return lambda: self.subscribers.pop(subscriber.key)
+
+    async def acknowledged(self, event: Event, subscriber: Subscriber) -> bool:
+        if self.unreachable:
+            raise TransportError("the cluster is unreachable")
+        return event.id in self.done_elsewhere
+
+    async def health(self) -> Health:
+        return Health.unhealthy("cluster down") if self.unreachable else Health.healthy("ok")
+
+
+def remote(topic: str, data: Any = None, event_id: str = "remote-1") -> Event:
+    return Event(event_id, topic, "elsewhere", time.time(), data, None, attempt=2)
+
+
+async def test_cluster_transport_feeds_subscriptions_and_hears_each_outcome() -> None:
+    """A cluster transport's events reach one subscription; its receipt says what became of it."""
+    cluster = FakeCluster()
+    assert isinstance(cluster, ClusterTransport)
+    seen = Recorder("attempt")
+
+    async def broken(event: Event) -> None:
+        raise ValueError("no")
+
+    async with EventBus(cluster, retries=0) as bus:
+        bus.subscribe("user.*", seen, owner="mail")
+        bus.subscribe("user.*", Recorder(), owner="mail", mode="broadcast")  # same qualname
+        bus.subscribe("user.created", broken, owner="audit")
+        assert sorted(cluster.subscribers) == [
+            f"audit:user.created:{broken.__qualname__}",
+            "mail:user.*:Recorder",
+            "mail:user.*:Recorder#2",
+        ]
+        mail = cluster.subscribers["mail:user.*:Recorder"]
+        assert (mail.owner, mail.pattern, mail.handler, mail.mode) == (
+            "mail",
+            "user.*",
+            "Recorder",
+            "shared",
+        )
+        assert mail.matches("user.created") and not mail.matches("order.created")
+        assert repr(mail) == "<Subscriber 'mail:user.*:Recorder' (shared)>"
+        handled, failed = Outcome(), Outcome()
+        assert await mail.put(remote("user.created"), handled)
+        audit = cluster.subscribers[f"audit:user.created:{broken.__qualname__}"]
+        assert await audit.put(remote("user.created"), failed)
+        await until(lambda: handled.outcome == "handled" and failed.outcome is not None)
+        assert seen.seen == [2]  # the delivery's attempt count arrives with the event
+        assert isinstance(failed.outcome, DeadLetter)
+        assert failed.outcome.error == "ValueError: no"
+        assert bus.stats["user.created"]["delivered"] == 1
+        assert bus.stats["user.created"]["published"] == 0  # published by another instance
+        await bus.publish("user.deleted")
+        assert [event.type for event in cluster.published] == ["user.deleted"]
+        assert seen.seen == [2]  # not delivered here by the bus itself
+    assert cluster.subscribers == {}  # every subscription detached on close
+
+
+async def test_cluster_deliveries_wait_for_room_and_drop_when_unsubscribed() -> None:
+    """put waits while the mailbox is full; queued deliveries of an unsubscriber are dropped."""
+    cluster = FakeCluster()
+    gate = Gate()
+    async with EventBus(cluster, queue_size=1) as bus:
+        unsubscribe = bus.subscribe("job", gate, owner="worker")
+        [subscriber] = cluster.subscribers.values()
+        first, second, third = Outcome(), Outcome(), Outcome()
+        assert subscriber.offer(remote("job", 1, "r-1"), first)
+        await gate.started.wait()
+        assert subscriber.offer(remote("job", 2, "r-2"), second)
+        assert subscriber.offer(remote("job", 3, "r-3"), third) is None  # full
+        waiting = asyncio.create_task(subscriber.put(remote("job", 3, "r-3"), third))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        gate.open()
+        assert await waiting
+        await until(lambda: third.outcome == "handled")
+        gate.release.clear()
+        blocked = Outcome()
+        assert await subscriber.put(remote("job", 4, "r-4"), blocked)
+        queued = Outcome()
+        await until(lambda: len(gate.seen) == 4)
+        assert subscriber.offer(remote("job", 5, "r-5"), queued)
+        unsubscribe()
+        assert queued.outcome == "dropped"
+        await until(lambda: blocked.outcome == "dropped")  # its handler was cancelled
+        assert not subscriber.is_active
+        assert await subscriber.put(remote("job", 6, "r-6"), Outcome()) is False
+        assert cluster.subscribers == {}
+
+
+async def test_a_cluster_transport_may_dead_letter_what_it_will_not_deliver() -> None:
+    """Subscriber.dead_letter records an event the transport gives up on, unhandled."""
+    cluster = FakeCluster()
+    async with EventBus(cluster) as bus:
+        bus.subscribe("job", Recorder(), owner="worker")
+        [subscriber] = cluster.subscribers.values()
+        letter = subscriber.dead_letter(remote("job"), "delivered 6 times", 5)
+    assert bus.dead_letters.get(letter.id) == letter
+    assert (letter.error, letter.attempts, letter.subscriber) == (
+        "TransportError: delivered 6 times",
+        5,
+        "worker:Recorder",
+    )
+
+
+async def test_publish_and_wait_through_a_cluster_transport() -> None:
+    """Local deliveries report their outcome; a shared one handled elsewhere counts as delivered."""
+    cluster = FakeCluster()
+
+    async def broken(event: Event) -> None:
+        raise ValueError("no")
+
+    async with EventBus(cluster, retries=0) as bus:
+        bus.subscribe("job", Recorder(), owner="here", mode="broadcast")
+        bus.subscribe("job", broken, owner="failing", mode="broadcast")
+        bus.subscribe("job", Recorder(), owner="shared")
+        waiting = asyncio.create_task(bus.publish_and_wait("job", 1, timeout=5))
+        await until(lambda: len(cluster.published) == 1)
+        [event] = cluster.published
+        here = cluster.subscribers["here:job:Recorder"]
+        failing = cluster.subscribers[f"failing:job:{broken.__qualname__}"]
+        assert await here.put(event, Outcome())
+        assert await failing.put(event, Outcome())
+        cluster.unreachable = True  # the check of the shared group fails for a while
+        await asyncio.sleep(0.02)
+        assert not waiting.done()
+        cluster.unreachable = False
+        cluster.done_elsewhere.add(event.id)
+        report = await waiting
+        assert (report.delivered, report.failed, report.dropped) == (2, 1, 0)
+
+        unsubscribe = bus.subscribe("late", Recorder(), owner="gone")
+        waiting = asyncio.create_task(bus.publish_and_wait("late", timeout=5))
+        await until(lambda: len(cluster.published) == 2)
+        unsubscribe()
+        report = await waiting
+        assert (report.delivered, report.dropped) == (0, 1)
+
+        bus.subscribe("never", Recorder(), owner="stuck", mode="broadcast")
+        waiting = asyncio.create_task(bus.publish_and_wait("never"))
+        await until(lambda: len(cluster.published) == 3)
+    report = await waiting  # the bus closed before the event came back
+    assert (report.delivered, report.failed, report.dropped) == (0, 0, 0)
+
+
+async def test_bus_health_is_the_transport_health() -> None:
+    """The bus is unhealthy unless running, and then as healthy as its transport."""
+    cluster = FakeCluster()
+    bus = EventBus(cluster)
+    assert await bus.health() == Health.unhealthy("the event bus is new")
+    async with bus:
+        assert (await bus.health()).ok
+        cluster.unreachable = True
+        assert await bus.health() == Health.unhealthy("cluster down")
+    async with EventBus() as memory:
+        assert await memory.health() == Health.healthy("MemoryTransport is running")

@@ -114,6 +114,8 @@ class Converger:
                 await self.reconcile()
             except ClusterUnavailableError as exc:
                 self._failed(exc)
+            except Exception:  # a bug must not end reconciling for the life of the instance
+                self.logger.exception("Reconciling with the desired plugin set failed")
             self._report_now.set()
 
     async def run_heartbeat(self) -> None:

@@ -6,10 +6,12 @@ data carries the publisher's CLOCK_MONOTONIC timestamp (shared by all processes 
 latency is publish call -> handler, and events/s is events / (last handled - first published).
 
 - nexus: `EventBus(RedisTransport(...))` on both sides; the publisher awaits bursts of `--batch`
-  concurrent `bus.publish` calls (the transport writes each burst as one pipeline); the
-  consumer is a shared subscription (consumer group, acknowledged after the handler).
-- bare: the same entries (the same fields and JSON) with redis-py alone: a pipeline of
-  `--batch` XADDs per round trip; XREADGROUP COUNT `--batch`, decode, handle, one XACK.
+  concurrent `bus.publish` calls (the transport appends each burst with one Lua script call:
+  XADD per event, one XTRIM); the consumer is a shared subscription (consumer group, read
+  `--batch` at a time, acknowledged in batches after the handler).
+- bare: the same entries (the same fields and JSON) with redis-py alone, as one would write
+  it by hand: a pipeline of `--batch` XADDs (MAXLEN ~) per round trip; XREADGROUP COUNT
+  `--batch`, decode, handle, one XACK.
 
 Sides alternate, `--rounds` each, medians reported. Process start-up is not measured. The
 publisher is pinned to CPU 1 and the consumer to CPU 0 (taskset, as in PERF-NOTES); each

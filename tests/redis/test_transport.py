@@ -298,3 +298,53 @@ async def test_an_event_redis_refuses_raises_and_the_others_are_written(
     assert isinstance(outcomes[1], TransportError)
     assert "WRONGTYPE" in str(outcomes[1])
     assert await client.xlen(f"{prefix}:stream:fine") == 1
+
+
+async def test_a_group_outlives_its_instances(make_bus: MakeBus) -> None:
+    """Events published while no instance of a subscription runs are handled once one is back."""
+    first = await make_bus("first")
+    first.subscribe("invoice.*", Recorder(), owner="billing")
+    await ready(first)
+    await first.close()
+    publisher = await make_bus("publisher")
+    for n in range(5):
+        await publisher.publish("invoice.issued", n)
+    later = Recorder()
+    restarted = await make_bus("restarted")  # another process, another instance id
+    restarted.subscribe("invoice.*", later, owner="billing")
+    await until(lambda: len(later.events) == 5)
+    assert later.data == list(range(5))
+
+
+async def test_an_instance_restarted_with_its_id_takes_back_its_entries_at_once(
+    make_bus: MakeBus,
+) -> None:
+    """Entries a stopped instance held come back to it on restart, before any claim timeout."""
+    release = asyncio.Event()
+    taken: list[Event] = []
+
+    async def slow(event: Event) -> None:
+        taken.append(event)
+        await release.wait()
+
+    slow.__qualname__ = "slow"
+    worker = await make_bus("worker-1", claim_idle=60)
+    worker.subscribe("mail.send", slow, owner="mailer")
+    await ready(worker)
+    for n in range(3):
+        await worker.publish("mail.send", n)
+    await until(lambda: len(taken) == 1)
+    await worker.close(grace=0.01)  # the three stay unacknowledged: the handler never finished
+
+    again: list[Event] = []
+
+    async def slow_again(event: Event) -> None:
+        again.append(event)
+
+    slow_again.__qualname__ = "slow"  # the same subscription, the same instance id
+    restarted = await make_bus("worker-1", claim_idle=60)
+    restarted.subscribe("mail.send", slow_again, owner="mailer")
+    await until(lambda: len(again) == 3)
+    assert [event.data for event in again] == [0, 1, 2]
+    assert [event.attempt for event in again] == [2, 2, 2]
+    assert all(event.redelivered for event in again)

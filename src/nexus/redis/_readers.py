@@ -364,9 +364,12 @@ class GroupReader(Reader):
             cursor: bytes | str = "0-0"
             while len(self.inflight) < self.limit:
                 room = self.limit - len(self.inflight)
-                cursor, entries, _deleted = await client.xautoclaim(
+                # [next cursor, claimed entries, and since Redis 7 the ids gone from the stream,
+                # which XAUTOCLAIM has dropped from the pending list already]
+                claimed = await client.xautoclaim(
                     stream, self.group, me, idle_ms, cursor, count=room
                 )
+                cursor, entries = claimed[0], claimed[1]
                 entries = [e for e in entries if e[0] not in self.inflight]
                 if entries:
                     counts = await self._counts(stream, entries)

@@ -112,7 +112,10 @@ class Reloader:
 
     def request(self, count: int) -> None:
         self.window += 1
-        (self.signals / f"go.{self.window}").write_text(str(count))
+        # Written aside, then renamed: the server must never read a half-written count.
+        pending = self.signals / f"pending.{self.window}"
+        pending.write_text(str(count))
+        pending.rename(self.signals / f"go.{self.window}")
 
     def wait(self, timeout: float = 3600) -> None:
         done = self.signals / f"done.{self.window}"
@@ -275,7 +278,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients")
     parser.add_argument("--plugin", default="analytics", help="the plugin to reload")
     parser.add_argument("--reload-cycles", type=int, default=0, help="reload N times, no load")
-    parser.add_argument("--warmup-cycles", type=int, default=50, help="reloads before measuring")
+    parser.add_argument("--warmup-cycles", type=int, default=200, help="reloads before measuring")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nexus-soak-") as tmp:
         root = Path(tmp)

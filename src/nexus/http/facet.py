@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from fastapi import APIRouter
 
 from nexus.errors import NexusError
+from nexus.http.caches import forget_framework_caches
 from nexus.http.routing import PluginDispatcher, build_plugin_app
 from nexus.http.types import ASGIApp, Receive, Scope, Send
 
@@ -196,5 +197,8 @@ class PluginHttp:
             remove()
         self._removers.clear()
         self._layers.clear()
+        had_routes = bool(self._routers)
         self._routers.clear()
         await self._dispatcher.unmount(self._ctx.name, drain_timeout=DRAIN_TIMEOUT)
+        if had_routes:
+            forget_framework_caches()  # else they keep this copy of the plugin's code alive

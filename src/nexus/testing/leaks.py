@@ -9,13 +9,13 @@ import gc
 import inspect
 import sys
 import types
-import typing
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from nexus.http.caches import forget_framework_caches
 from nexus.kernel import loader
 from nexus.kernel.kernel import Kernel
 from nexus.kernel.lifecycle import PluginState
@@ -23,8 +23,6 @@ from nexus.kernel.lifecycle import PluginState
 if TYPE_CHECKING:
     from nexus.http.app import NexusApp
 
-#: Libraries whose memoization caches keep the endpoints and models they last saw.
-_MEMOIZING_LIBRARIES: Final = frozenset({"fastapi", "pydantic", "starlette"})
 _SEARCH_LIMIT: Final = 5000  # objects visited when looking for what holds a leaked one
 _HOLDERS_SHOWN: Final = 3
 
@@ -219,16 +217,7 @@ def _awaited_code(awaitable: object) -> Iterator[types.CodeType]:
 
 
 def _clear_memoization_caches() -> None:
-    for module_name, module in list(sys.modules.items()):
-        if module_name.partition(".")[0] not in _MEMOIZING_LIBRARIES:
-            continue
-        for value in list(vars(module).values()):
-            clear = getattr(value, "cache_clear", None)
-            if callable(clear) and hasattr(value, "cache_info"):  # a functools.lru_cache
-                clear()
-    cleanups: list[Callable[[], None]] = getattr(typing, "_cleanups", [])
-    for cleanup in cleanups:  # typing's caches of subscripted generics such as Annotated[...]
-        cleanup()
+    forget_framework_caches()
 
 
 def _retained(copy: _Copy) -> str | None:

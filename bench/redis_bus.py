@@ -1,9 +1,9 @@
 """Events per second and latency across processes: Nexus's redis transport against bare redis-py.
 
 Each run is two processes on one redis-server of the benchmark's own (a free loopback port,
-no persistence): a publisher floods `--events` events, a consumer handles them. The event
-data carries the publisher's CLOCK_MONOTONIC timestamp (shared by all processes on Linux), so
-latency is publish call -> handler, and events/s is events / (last handled - first published).
+no persistence): a publisher publishes, a consumer handles. The event data carries the
+publisher's CLOCK_MONOTONIC timestamp (shared by all processes on Linux), so latency is
+publish call -> handler, and events/s is events / (last handled - first published).
 
 - nexus: `EventBus(RedisTransport(...))` on both sides; the publisher awaits bursts of `--batch`
   concurrent `bus.publish` calls (the transport appends each burst with one Lua script call:
@@ -13,10 +13,12 @@ latency is publish call -> handler, and events/s is events / (last handled - fir
   it by hand: a pipeline of `--batch` XADDs (MAXLEN ~) per round trip; XREADGROUP COUNT
   `--batch`, decode, handle, one XACK.
 
-Sides alternate, `--rounds` each, medians reported. Process start-up is not measured. The
-publisher is pinned to CPU 1 and the consumer to CPU 0 (taskset, as in PERF-NOTES); each
-also reports its CPU time per event, which other load on a shared machine disturbs far less
-than events/s.
+Two kinds of run: flood (`--events` as fast as they go: events/s, and a latency that is
+mostly queueing) and paced (`--paced-events` published one by one at `--paced-rate`: the
+latency of an event on a quiet bus). Sides alternate, `--rounds` each, medians reported; the
+target is on flood events/s. Process start-up is not measured. The publisher is pinned to
+CPU 1 and the consumer to CPU 0 (taskset, as in PERF-NOTES); each also reports its CPU time
+per event, which other load on a shared machine disturbs far less than events/s.
 
     .venv/bin/python bench/redis_bus.py [--rounds 5] [--events 20000] [--batch 100]
 
@@ -34,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +103,20 @@ def nexus_bus(url: str, prefix: str, batch: int, instance: str) -> Any:
     return EventBus(transport, queue_size=max(1000, 2 * batch)), transport
 
 
-async def nexus_consumer(url: str, prefix: str, events: int, batch: int) -> dict[str, float]:
+async def paced(events: int, burst: int, rate: float) -> AsyncIterator[tuple[int, int]]:
+    """(first event number, burst size) for each burst, at `rate` events/s (0: flat out)."""
+    start = now()
+    for first in range(0, events, burst):
+        if rate:
+            delay = start + first / rate - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield first, min(burst, events - first)
+
+
+async def nexus_consumer(
+    url: str, prefix: str, events: int, batch: int, rate: float
+) -> dict[str, float]:
     bus, transport = nexus_bus(url, prefix, batch, "consumer")
     consumer = Consumer(events)
     bus.subscribe(TOPIC, consumer.handle, owner=OWNER)
@@ -111,13 +127,17 @@ async def nexus_consumer(url: str, prefix: str, events: int, batch: int) -> dict
     return consumer.report()
 
 
-async def nexus_publisher(url: str, prefix: str, events: int, batch: int) -> dict[str, float]:
+async def nexus_publisher(
+    url: str, prefix: str, events: int, batch: int, rate: float
+) -> dict[str, float]:
     bus, _ = nexus_bus(url, prefix, batch, "publisher")
     async with bus:
         publish = bus.publish
         cpu = time.process_time()
-        for start in range(0, events, batch):
-            burst = min(batch, events - start)
+        async for start, burst in paced(events, 1 if rate else batch, rate):
+            if burst == 1:
+                await publish(TOPIC, {"t": now(), "n": start})
+                continue
             await asyncio.gather(
                 *(publish(TOPIC, {"t": now(), "n": start + i}) for i in range(burst))
             )
@@ -135,7 +155,9 @@ def bare_fields(n: int, sent: float) -> dict[bytes, bytes]:
     return {b"type": TOPIC.encode(), b"event": orjson.dumps(body)}
 
 
-async def bare_consumer(url: str, prefix: str, events: int, batch: int) -> dict[str, float]:
+async def bare_consumer(
+    url: str, prefix: str, events: int, batch: int, rate: float
+) -> dict[str, float]:
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
@@ -159,15 +181,20 @@ async def bare_consumer(url: str, prefix: str, events: int, batch: int) -> dict[
     return consumer.report()
 
 
-async def bare_publisher(url: str, prefix: str, events: int, batch: int) -> dict[str, float]:
+async def bare_publisher(
+    url: str, prefix: str, events: int, batch: int, rate: float
+) -> dict[str, float]:
     from redis.asyncio import Redis
 
     client = Redis.from_url(url)
     stream = f"{prefix}:stream:bench"
     cpu = time.process_time()
-    for start in range(0, events, batch):
+    async for start, burst in paced(events, 1 if rate else batch, rate):
+        if burst == 1:
+            await client.xadd(stream, bare_fields(start, now()), maxlen=100_000)  # type: ignore[arg-type]
+            continue
         pipe = client.pipeline(transaction=False)
-        for n in range(start, min(start + batch, events)):
+        for n in range(start, start + burst):
             pipe.xadd(stream, bare_fields(n, now()), maxlen=100_000)  # type: ignore[arg-type]
         await pipe.execute()
     cpu = time.process_time() - cpu
@@ -190,7 +217,8 @@ def run_role(args: argparse.Namespace) -> int:
         run = uvloop.run
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         run = asyncio.run
-    result = run(ROLES[args.side, args.role](args.url, args.prefix, args.events, args.batch))
+    role = ROLES[args.side, args.role]
+    result = run(role(args.url, args.prefix, args.events, args.batch, args.rate))
     if result is not None:
         print(json.dumps(result), flush=True)
     return 0
@@ -199,11 +227,13 @@ def run_role(args: argparse.Namespace) -> int:
 # -- the orchestration -----------------------------------------------------------------------
 
 
-def one_run(side: str, url: str, prefix: str, events: int, batch: int) -> dict[str, float]:
-    """Start a consumer, then a publisher, and return what the consumer measured."""
+def one_run(
+    side: str, url: str, prefix: str, events: int, batch: int, rate: float = 0.0
+) -> dict[str, float]:
+    """Start a consumer, then a publisher, and return what both measured."""
     common = [
         *("--side", side, "--url", url, "--prefix", prefix),
-        *("--events", str(events), "--batch", str(batch)),
+        *("--events", str(events), "--batch", str(batch), "--rate", str(rate)),
     ]
     script = [sys.executable, str(Path(__file__).resolve())]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -241,11 +271,18 @@ def pinned(cpu: str, command: list[str]) -> list[str]:
     return [taskset, "-c", cpu, *command]
 
 
+MODES = ("flood", "paced")
+KEYS = ("eps", "p50_ms", "p99_ms", "publisher_cpu_us", "consumer_cpu_us")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--events", type=int, default=20_000, help="per run")
+    parser.add_argument("--events", type=int, default=20_000, help="per flood run")
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0, help="events/s of a paced run")
+    parser.add_argument("--paced-rate", type=float, default=1000.0)
+    parser.add_argument("--paced-events", type=int, default=2000)
     parser.add_argument("--role", choices=["main", "consumer", "publisher"], default="main")
     parser.add_argument("--side", choices=["nexus", "bare"])
     parser.add_argument("--url")
@@ -256,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from nexus.testing.servers import start_redis
 
+    runs = {
+        "flood": (args.events, 0.0),
+        "paced": (args.paced_events, args.paced_rate),
+    }
+    results: dict[tuple[str, str], list[dict[str, float]]] = {
+        (mode, side): [] for mode in MODES for side in ("nexus", "bare")
+    }
     server = start_redis()
     try:
         from redis import Redis
@@ -263,55 +307,59 @@ def main(argv: list[str] | None = None) -> int:
         admin = Redis.from_url(server.url)
         one_run("nexus", server.url, "warmup-n", args.events // 10, args.batch)
         one_run("bare", server.url, "warmup-b", args.events // 10, args.batch)
-        results: dict[str, list[dict[str, float]]] = {"nexus": [], "bare": []}
         for round_ in range(args.rounds):
             order = ("nexus", "bare") if round_ % 2 == 0 else ("bare", "nexus")
-            for side in order:
-                admin.flushall()
-                result = one_run(
-                    side, server.url, f"bench-{side}-{round_}", args.events, args.batch
-                )
-                results[side].append(result)
-                print(
-                    f"  round {round_ + 1}: {side:<6} {result['eps']:9,.0f} ev/s  "
-                    f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
-                    f"CPU/event: publisher {result['publisher_cpu_us']:5.1f} us, "
-                    f"consumer {result['consumer_cpu_us']:5.1f} us",
-                    flush=True,
-                )
+            for mode in MODES:
+                events, rate = runs[mode]
+                for side in order:
+                    admin.flushall()
+                    prefix = f"bench-{mode}-{side}-{round_}"
+                    result = one_run(side, server.url, prefix, events, args.batch, rate)
+                    results[mode, side].append(result)
+                    print(
+                        f"  round {round_ + 1} {mode:<5} {side:<6} {result['eps']:9,.0f} ev/s  "
+                        f"p50 {result['p50_ms']:7.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
+                        f"CPU/event: publisher {result['publisher_cpu_us']:5.1f} us, "
+                        f"consumer {result['consumer_cpu_us']:5.1f} us",
+                        flush=True,
+                    )
         admin.close()
     finally:
         server.stop()
 
-    def median(side: str, key: str) -> float:
-        return statistics.median(run[key] for run in results[side])
-
-    keys = ("eps", "p50_ms", "p99_ms", "publisher_cpu_us", "consumer_cpu_us")
     summary = {
-        side: {key: round(median(side, key), 3) for key in keys} for side in ("nexus", "bare")
+        f"{mode}_{side}": {
+            key: round(statistics.median(run[key] for run in results[mode, side]), 3)
+            for key in KEYS
+        }
+        for mode, side in results
     }
-    ratio = summary["nexus"]["eps"] / summary["bare"]["eps"]
+    ratio = summary["flood_nexus"]["eps"] / summary["flood_bare"]["eps"]
     meets = ratio >= TARGET_RATIO
+    python = sys.version.split()[0]
     print()
-    print("Redis Streams bus, publisher process -> consumer process, flood, 64-byte-ish payload")
+    print("Redis Streams bus, publisher process -> consumer process (one consumer group)")
     print(
-        f"({args.events} events per run, batches of {args.batch}, Python "
-        f"{sys.version.split()[0]}, median of {args.rounds} alternating rounds)"
+        f"(flood: {args.events} events per run in bursts of {args.batch}; paced: "
+        f"{args.paced_events} events one by one at {args.paced_rate:g}/s; Python {python}; "
+        f"median of {args.rounds} alternating rounds)"
     )
     print()
     print(
-        f"{'side':<8} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'mode':<6} {'side':<6} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'pub CPU us/ev':>14} {'con CPU us/ev':>14}"
     )
-    for side in ("nexus", "bare"):
-        row = summary[side]
-        print(
-            f"{side:<8} {row['eps']:>10,.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-            f"{row['publisher_cpu_us']:>14.1f} {row['consumer_cpu_us']:>14.1f}"
-        )
+    for mode in MODES:
+        for side in ("nexus", "bare"):
+            row = summary[f"{mode}_{side}"]
+            print(
+                f"{mode:<6} {side:<6} {row['eps']:>10,.0f} {row['p50_ms']:>8.2f} "
+                f"{row['p99_ms']:>8.2f} {row['publisher_cpu_us']:>14.1f} "
+                f"{row['consumer_cpu_us']:>14.1f}"
+            )
     print()
     verdict = "met" if meets else "NOT met"
-    print(f"ratio nexus / bare events/s: {ratio:.2f} (target >= {TARGET_RATIO}: {verdict})")
+    print(f"flood ratio nexus / bare events/s: {ratio:.2f} (target >= {TARGET_RATIO}: {verdict})")
     print(
         json.dumps(
             {
@@ -319,8 +367,9 @@ def main(argv: list[str] | None = None) -> int:
                 "rounds": args.rounds,
                 "events": args.events,
                 "batch": args.batch,
-                "nexus": summary["nexus"],
-                "bare": summary["bare"],
+                "paced_rate": args.paced_rate,
+                "paced_events": args.paced_events,
+                **summary,
                 "ratio": round(ratio, 3),
                 "target_ratio": TARGET_RATIO,
                 "meets_target": meets,

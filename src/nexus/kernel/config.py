@@ -712,9 +712,7 @@ def _mask_text(value: Any) -> Any:
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _mask_text(v) if is_secret_key(str(k)) else _redact(v) for k, v in value.items()
-        }
+        return {k: _mask_text(v) if is_secret_key(str(k)) else _redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(item) for item in value]
     if isinstance(value, str):

@@ -62,6 +62,10 @@ def gcra(tat: float, *, rate: float, burst: int, now: float) -> tuple[Decision, 
 
 _decision = tuple.__new__
 
+# Header values of the counts most responses carry, encoded once.
+_CACHED_NUMBERS: Final = 1024
+_NUMBERS: Final = tuple(str(number).encode() for number in range(_CACHED_NUMBERS))
+
 
 class MemoryRateLimitStore:
     """Buckets in a dict, for one process; idle keys are evicted and the size is capped.
@@ -81,6 +85,10 @@ class MemoryRateLimitStore:
 
     async def hit(self, key: str, *, rate: float, burst: int, now: float) -> Decision:
         """Count one request against ``key``'s bucket at ``now`` and decide on it."""
+        return self.hit_nowait(key, rate=rate, burst=burst, now=now)
+
+    def hit_nowait(self, key: str, *, rate: float, burst: int, now: float) -> Decision:
+        """`hit`, without a coroutine: the store never waits for anything."""
         tats = self._tats
         decision, tat = gcra(tats.pop(key, now), rate=rate, burst=burst, now=now)
         tats[key] = tat
@@ -146,6 +154,14 @@ class RateLimitMiddleware:
         self.exempt_paths = frozenset(exempt_paths)
         self.clock = clock
         self._limit_header = (b"ratelimit-limit", str(burst).encode())
+        # The in-memory store decides synchronously: awaiting it would only add a coroutine
+        # to every request. A subclass that overrides `hit` is awaited like any other store.
+        self._hit_nowait = (
+            self.store.hit_nowait
+            if isinstance(self.store, MemoryRateLimitStore)
+            and type(self.store).hit is MemoryRateLimitStore.hit
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.exempt_paths:
@@ -156,16 +172,28 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            decision = await self.store.hit(key, rate=self.rate, burst=self.burst, now=self.clock())
+            if self._hit_nowait is not None:
+                decision = self._hit_nowait(key, rate=self.rate, burst=self.burst, now=self.clock())
+            else:
+                decision = await self.store.hit(
+                    key, rate=self.rate, burst=self.burst, now=self.clock()
+                )
         except Exception:  # a store may fail in any way: fail open
             logger.warning("Rate limit store failed; letting the request through", exc_info=True)
             await self.app(scope, receive, send)
             return
 
+        remaining, reset = decision.remaining, math.ceil(decision.reset_after)
         headers = (
             self._limit_header,
-            (b"ratelimit-remaining", str(decision.remaining).encode()),
-            (b"ratelimit-reset", str(math.ceil(decision.reset_after)).encode()),
+            (
+                b"ratelimit-remaining",
+                _NUMBERS[remaining] if remaining < _CACHED_NUMBERS else str(remaining).encode(),
+            ),
+            (
+                b"ratelimit-reset",
+                _NUMBERS[reset] if reset < _CACHED_NUMBERS else str(reset).encode(),
+            ),
         )
         if not decision.is_allowed:
             retry_after = max(1, math.ceil(decision.retry_after))

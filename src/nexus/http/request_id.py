@@ -56,8 +56,8 @@ class RequestIdMiddleware:
                         raw = value
                     break
         if raw is None:
-            request_id = generate_request_id()
-            raw = request_id.encode("latin-1")
+            request_id = _random_bits(64).to_bytes(8).hex()  # generate_request_id(), inlined
+            raw = request_id.encode()
         else:
             request_id = raw.decode("latin-1")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Final
 
 from nexus.http.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
@@ -73,6 +74,9 @@ class SecurityHeadersMiddleware:
         self._overrides = tuple(
             (prefix, prefix + "/", header_sets(csp)) for prefix, csp in prefixes
         )
+        # Every path an override covers starts with its prefix: one C-level test rules out
+        # the overrides for most requests.
+        self._override_prefixes = tuple(prefix for prefix, _ in prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,10 +85,11 @@ class SecurityHeadersMiddleware:
 
         header_sets = self._default
         path: str = scope["path"]
-        for prefix, below, override in self._overrides:
-            if path == prefix or path.startswith(below):
-                header_sets = override
-                break
+        if self._override_prefixes and path.startswith(self._override_prefixes):
+            for prefix, below, override in self._overrides:
+                if path == prefix or path.startswith(below):
+                    header_sets = override
+                    break
         extra = header_sets[1] if scope["scheme"] == "https" else header_sets[0]
         names = self._names
 
@@ -96,12 +101,17 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+_name_of = itemgetter(0)
+
+
 def _merge(
     headers: Iterable[tuple[bytes, bytes]], extra: RawHeaders, names: frozenset[bytes]
 ) -> RawHeaders:
-    headers = list(headers)
-    for name, _ in headers:  # ASGI header names are lower case
-        if name in names:
-            present = {name for name, _ in headers}
-            return headers + [header for header in extra if header[0] not in present]
-    return headers + extra
+    if type(headers) is not list:
+        headers = list(headers)  # any iterable: it is read twice below
+    # ASGI header names are lower case. The usual case, none of ours set by the app, is
+    # decided without a Python-level loop.
+    if names.isdisjoint(map(_name_of, headers)):
+        return [*headers, *extra]
+    present = set(map(_name_of, headers))
+    return [*headers, *(header for header in extra if header[0] not in present)]

@@ -166,6 +166,28 @@ class PluginDispatcher:
                 gate.set()
 
 
+_JSON_CONTAINERS: Final = (dict, list)  # a tuple: `dict | list` would be rebuilt per call
+
+
+class _RenderedJSON(Response):
+    """JSON that orjson rendered: the headers `Response(body, media_type=...)` would set.
+
+    Set directly rather than derived by `Response.init_headers` on every request; only for
+    statuses that carry a body and its length (see build_plugin_app).
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def _fast_json(call: Callable[..., Any], status_code: int) -> Callable[..., Any]:
     """Wrap an endpoint so plain dict/list results are rendered by orjson directly.
 
@@ -175,12 +197,12 @@ def _fast_json(call: Callable[..., Any], status_code: int) -> Callable[..., Any]
     """
 
     def render(result: Any) -> Any:
-        if isinstance(result, dict | list):
+        if isinstance(result, _JSON_CONTAINERS):
             try:
                 body = orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS)
             except TypeError:
                 return result
-            return Response(body, status_code=status_code, media_type="application/json")
+            return _RenderedJSON(body, status_code)
         return result
 
     if inspect.iscoroutinefunction(call):
@@ -215,6 +237,7 @@ def build_plugin_app(
         if (
             call is not None
             and route.response_field is None
+            and (route.status_code or 200) >= 200
             and (route.status_code or 200) not in (204, 205, 304)
             and (
                 isinstance(route.response_class, DefaultPlaceholder)

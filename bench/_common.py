@@ -345,6 +345,18 @@ def median_cpu_us(results: list[WrkResult]) -> float:
     return statistics.median(result.server_cpu_us for result in results)
 
 
+def paired_ratio(results: dict[str, list[WrkResult]], base: str, other: str) -> float:
+    """Median over rounds of `other`'s req/s over `base`'s in the same round.
+
+    Each round runs the sides back to back, so a round's ratio compares them under the same
+    conditions; on a machine whose speed drifts over tens of seconds it moves less than the
+    ratio of the medians.
+    """
+    return statistics.median(
+        mine.rps / theirs.rps for mine, theirs in zip(results[other], results[base], strict=True)
+    )
+
+
 def min_busy_percent(results: dict[str, list[WrkResult]]) -> float:
     """The lowest share of a CPU any side's server got in a run (see print_table)."""
     return min(run.rps * run.server_cpu_us / 1e4 for runs in results.values() for run in runs)

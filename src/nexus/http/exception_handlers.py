@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from nexus.errors import NexusError, TransportError
+from nexus.errors import EventQueueFullError, NexusError, TransportError
 from nexus.http.problems import ProblemError, ProblemResponse
 from nexus.http.request_id import get_request_id
 from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +26,8 @@ _TRANSPORT_DETAIL = (
     "The event transport is unavailable, so this request's events could not be sent. "
     "Try again shortly."
 )
+_UNREACHABLE_DETAIL = "A service this request needs is unreachable right now. Try again shortly."
+_BUSY_DETAIL = "The server is too busy to take this request's events right now. Try again shortly."
 _GENERIC_DETAIL = (
     "The server could not handle this request. If it keeps happening, report the request id."
 )
@@ -41,7 +43,10 @@ def install_problem_handlers(app: FastAPI, *, debug: bool) -> None:
     - ``NexusError``: a ``PermissionError`` is 403, a ``LookupError`` 404 and a ``ValueError``
       400, with the error's message (written for users) as ``detail``; a ``TransportError``
       (the event transport, say Redis, is unreachable) is a 503 with ``Retry-After``, logged,
-      its message (which names the server) shown only in ``debug``; any other is a 500.
+      its message (which names the server) shown only in ``debug``; so is any other
+      ``ConnectionError`` (a server a plugin needs, such as the cache's Redis, is unreachable)
+      and an ``EventQueueFullError`` (a subscriber's queue stayed full: overload, ``Retry-After:
+      1``); any other is a 500.
     - Any other exception: 500, logged on ``nexus.http`` with the request id. Only in
       ``debug`` does the body show the exception and a ``traceback``.
 
@@ -122,6 +127,17 @@ class _ProblemHandlers:
             logger.warning("Request %s: %s", request_id, exc)
             detail = f"{_TRANSPORT_DETAIL} {exc}" if self.debug else _TRANSPORT_DETAIL
             return ProblemResponse(503, detail=detail, headers={"Retry-After": "5"})
+        elif isinstance(exc, ConnectionError | EventQueueFullError):
+            # A lost dependency or an overload is the server's condition, not a bug: 503 with a
+            # retry hint and one warning line, rather than a 500 with a traceback per request.
+            request_id = get_request_id(request.scope)
+            logger.warning("Request %s: %s", request_id, exc)
+            busy = isinstance(exc, EventQueueFullError)
+            detail = _BUSY_DETAIL if busy else _UNREACHABLE_DETAIL
+            detail = f"{detail} {exc}" if self.debug else detail
+            return ProblemResponse(
+                503, detail=detail, headers={"Retry-After": "1" if busy else "5"}
+            )
         else:
             return self.server_error_response(request.scope, exc)
         return ProblemResponse(status, detail=str(exc))

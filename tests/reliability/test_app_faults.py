@@ -215,12 +215,12 @@ async def test_a_hanging_handler_times_out_without_holding_the_request_or_other_
     published = await client.post("/api/worker/publish/hang")
     assert published.status_code == 200, published.text
     [hung_id] = published.json()["ids"]
-    assert worker.cancelled == 0  # answered before the first attempt timed out
+    assert worker.cancelled < 3  # answered long before the handler was given up on
     await eventually(lambda: worker.hangs == 1, "the handler hanging")
     later = await client.post("/api/worker/publish/other", params={"count": 3})
     later_ids = later.json()["ids"]
     await eventually(lambda: set(later_ids) <= set(worker.seen), "later events handled")
-    assert worker.cancelled == 0  # ... and those reached `record` while `hang` still hung
+    assert not await dead_letters(client, token)  # ... and reached `record` meanwhile
     await eventually(lambda: _has_letter(client, token, hung_id), "the dead letter")
     [letter] = await dead_letters(client, token)
     assert letter["subscriber"] == "worker:Worker.hang"

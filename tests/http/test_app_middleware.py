@@ -331,3 +331,43 @@ async def test_plugin_middleware_keeps_its_instance_when_another_plugin_changes(
         await client.get("/livez")
     assert len(instances) == 1
     assert instances[0].count == 2
+
+
+class Guarded:
+    """Keeps what it wraps under another name and exposes `app` read-only."""
+
+    def __init__(self, app: ASGIApp, *, label: str, seen: list[str]) -> None:
+        self._inner, self.label, self.seen = app, label, seen
+
+    @property
+    def app(self) -> ASGIApp:
+        return self._inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append(self.label)
+        await self._inner(scope, receive, send)
+
+
+async def test_middleware_keeping_its_app_elsewhere_stays_chained_when_layers_change(
+    tmp_path: Path,
+) -> None:
+    """Layers that cannot be re-pointed still reach the next layer as others come and go."""
+    seen: list[str] = []
+
+    class Keeper(Plugin):
+        manifest = {"name": "keeper", "version": "1.0.0"}
+
+        async def setup(self, ctx: PluginContext[Any]) -> None:
+            ctx.http.add_middleware(Guarded, position=0, label="guarded", seen=seen)
+
+    app = build_app(tmp_path, Keeper(), Stamping("inner", [("inner", 5)], seen))
+    async with serve(app) as client:
+        first = await client.get("/livez")
+        await app.kernel.plugins.disable("inner")
+        second = await client.get("/livez")
+        await app.kernel.plugins.enable("inner")
+        third = await client.get("/livez")
+    assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
+    assert seen == ["guarded", "inner", "guarded", "guarded", "inner"]
+    assert stamps(third.headers) == ["inner"]

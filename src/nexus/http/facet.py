@@ -37,12 +37,23 @@ class _Forward:
 class _Layer:
     """One plugin middleware, built once around its own forwarder."""
 
-    __slots__ = ("app", "forward", "owner", "position")
+    __slots__ = ("app", "forward", "owner", "position", "repointable")
 
     def __init__(self, position: int, owner: str, factory: Any, options: dict[str, Any]) -> None:
         self.position, self.owner = position, owner
         self.forward = _Forward(_unwrapped)
         self.app: ASGIApp = factory(self.forward, **options)
+        # Most middleware keep what they wrap in `self.app`: re-pointing that attribute saves
+        # a request the forwarder's call. The forwarder is re-pointed too, for any other copy.
+        self.repointable = getattr(self.app, "app", None) is self.forward
+
+    def point_at(self, following: ASGIApp) -> None:
+        self.forward.target = following
+        if self.repointable:
+            try:
+                self.app.app = following  # type: ignore[attr-defined]
+            except AttributeError:  # a read-only attribute: keep going through the forwarder
+                self.repointable = False
 
 
 async def _unwrapped(scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,7 +102,7 @@ class PluginMiddlewareSlot:
         ordered = sorted(self._layers, key=lambda layer: (layer.position, layer.owner))
         following = self._inner
         for layer in reversed(ordered):
-            layer.forward.target = following
+            layer.point_at(following)
             following = layer.app
         self._composed = following
 

@@ -23,10 +23,12 @@ def identify_user(scope: Scope) -> str | None:
         return None
     if isinstance(user, str):
         return user
+    # One type check per request, not one per attribute (an ABC check is not free).
+    lookup = user.get if type(user) is dict or isinstance(user, Mapping) else None
     for attribute in _USER_ATTRIBUTES:
-        value = user.get(attribute) if isinstance(user, Mapping) else getattr(user, attribute, None)
+        value = lookup(attribute) if lookup is not None else getattr(user, attribute, None)
         if value is not None:
-            return str(value)
+            return value if type(value) is str else str(value)
     return None
 
 

@@ -5,6 +5,10 @@ handler leaves the rest of the stream to other instances. Every `claim_idle / 3`
 renews its in-flight entries (XCLAIM JUSTID resets their idle time, so a live but slow
 consumer keeps them) and, for a shared group, claims what dead consumers left (XAUTOCLAIM).
 On connection errors it backs off (50 ms doubling to 2 s) and carries on where it was.
+
+Every loop calls `raise_if_cancelled()` on each turn and before handling a Redis error:
+redis-py can lose a cancellation (or turn it into a ConnectionError), and a reader that
+carried on would hold `RedisTransport.close()` forever.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nexus.kernel.events import DeadLetter, Receipt, Subscriber
 from nexus.redis import _codec
-from nexus.redis.client import describe_error
+from nexus.redis.client import describe_error, raise_if_cancelled
 
 if TYPE_CHECKING:
     from nexus.redis.transport import RedisTransport
@@ -116,12 +120,14 @@ class Reader:
         delay = _BACKOFF_FIRST
         due = 0.0
         while self.subscriber.is_active:
+            raise_if_cancelled()
             try:
                 if not self.streams or self._wildcard:
                     await self._discover()
                 await self.prepare()
                 self.prepared.set()
                 while self.subscriber.is_active:
+                    raise_if_cancelled()
                     now = time.monotonic()
                     if now >= due:
                         await self._periodic()
@@ -138,6 +144,7 @@ class Reader:
             except asyncio.CancelledError:
                 raise
             except transport.unreachable as exc:
+                raise_if_cancelled()  # it may have been a cancellation that redis-py turned
                 self.failure = describe_error(exc)
                 transport.disconnected(exc)
             except transport.refused as exc:
@@ -149,6 +156,7 @@ class Reader:
                     "Redis at %s refused a read for %s: %s", transport.url, self.subscriber, exc
                 )
             except Exception:  # a bug here must not end the subscription's deliveries
+                raise_if_cancelled()
                 self.failure = "unexpected error"
                 logger.exception("The redis reader of %s failed; restarting it", self.subscriber)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -319,6 +327,7 @@ class GroupReader(Reader):
                 {stream: last},
                 count=self.limit - len(self.inflight),
             )
+            raise_if_cancelled()
             entries = response[0][1] if response else []
             if not entries:
                 return
@@ -359,6 +368,7 @@ class GroupReader(Reader):
         for stream, ids in held.items():
             # Resets their idle time without counting a delivery: still ours, still alive.
             await client.xclaim(stream, self.group, me, 0, ids, justid=True)
+            raise_if_cancelled()
         idle_ms = int(transport.claim_idle * 1000)
         for stream in self.streams:
             cursor: bytes | str = "0-0"
@@ -369,6 +379,7 @@ class GroupReader(Reader):
                 claimed = await client.xautoclaim(
                     stream, self.group, me, idle_ms, cursor, count=room
                 )
+                raise_if_cancelled()
                 cursor, entries = claimed[0], claimed[1]
                 entries = [e for e in entries if e[0] not in self.inflight]
                 if entries:
@@ -399,9 +410,11 @@ class GroupReader(Reader):
         horizon_ms = max(transport.claim_idle * 10, 600.0) * 1000
         for stream in self.streams:
             consumers = await transport.client.xinfo_consumers(stream, self.group)
+            raise_if_cancelled()
             for consumer in consumers:
                 if consumer["pending"] == 0 and consumer["idle"] > horizon_ms:
                     await transport.client.xgroup_delconsumer(stream, self.group, consumer["name"])
+                    raise_if_cancelled()
 
 
 class BroadcastReader(Reader):

@@ -27,6 +27,10 @@ bus's retries) or gave up (then it is also written to the dead-letter stream). E
 consumer left unacknowledged are claimed by a live one after `claim_idle` seconds (XAUTOCLAIM)
 and handed in again with `Event.attempt` > 1; past `max_deliveries` they are dead-lettered
 without being handled. The envelope's `id` is the same on every delivery: the idempotency key.
+
+The writer, the acker and the readers (`_readers`) call `raise_if_cancelled()` on each turn and
+before handling a Redis error: redis-py can lose a cancellation that arrives during a command,
+and `close()` waits for every one of these tasks.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from nexus.redis.client import (
     check_url,
     describe_error,
     open_redis,
+    raise_if_cancelled,
     redact_url,
     unreachable_errors,
 )
@@ -221,6 +226,7 @@ class RedisTransport:
         try:
             await self._client.ping()
         except self.unreachable as exc:
+            raise_if_cancelled()
             self.disconnected(exc)
 
     async def close(self) -> None:
@@ -287,6 +293,7 @@ class RedisTransport:
             async with asyncio.timeout(self.timeout):
                 await self._client.ping()
         except errors as exc:
+            raise_if_cancelled()
             self.disconnected(exc)
             return Health.unhealthy(f"Redis at {self.url} is unreachable: {describe_error(exc)}")
         waiting = sorted(r.subscriber.key for r in self._readers.values() if r.failure)
@@ -354,6 +361,7 @@ class RedisTransport:
         # concurrent publishes costs one round trip per batch instead of one each.
         loop = asyncio.get_running_loop()
         while True:
+            raise_if_cancelled()
             if not self._outbox:
                 self._wake_writer = loop.create_future()
                 await self._wake_writer
@@ -395,6 +403,7 @@ class RedisTransport:
                 # overshoots its bound by one burst at most.
                 results = await self._append(keys=[*numbers, self.registry], args=args)
         except self.unreachable as exc:
+            raise_if_cancelled()  # the write loop fails the batch as closed
             self.disconnected(exc)
             for _, _, future, event in batch:
                 if not future.done():
@@ -488,12 +497,15 @@ class RedisTransport:
                 return False
             pending = await client.xpending_range(stream, subscriber.key, entry_id, entry_id, 1)
         except self.unreachable as exc:
+            raise_if_cancelled()
             self.disconnected(exc)
             raise TransportError(
                 f"Redis at {self.url} is unreachable: {describe_error(exc)}"
             ) from exc
         except self.refused:
+            raise_if_cancelled()
             return True  # the stream or group is gone (a restarted server)
+        raise_if_cancelled()  # the bus asks in a loop until the answer is True
         return not pending
 
     # -- acknowledgements and dead letters ---------------------------------------------------
@@ -543,6 +555,7 @@ class RedisTransport:
         loop = asyncio.get_running_loop()
         delay = 0.05
         while True:
+            raise_if_cancelled()
             if not self._acks and not self._dead:
                 self._wake_acker = loop.create_future()
                 await self._wake_acker
@@ -550,6 +563,7 @@ class RedisTransport:
             try:
                 await self._flush_acks()
             except self.unreachable as exc:
+                raise_if_cancelled()
                 self.disconnected(exc)
                 await asyncio.sleep(delay)  # they were put back: try again once Redis is back
                 delay = min(delay * 2, 2.0)
@@ -585,6 +599,7 @@ class RedisTransport:
         client = self.client
         me = self.instance_id.encode()
         for stream, group in sorted(self.groups):
+            raise_if_cancelled()  # close() bounds this with a timeout, which cancels
             with contextlib.suppress(self.refused):
                 consumers = await client.xinfo_consumers(stream, group)
                 if any(c["name"] == me and c["pending"] == 0 for c in consumers):

@@ -7,6 +7,10 @@ back as they went in; dataclasses, datetimes, UUIDs and enums are stored as thei
 and come back as dicts, strings and numbers.
 
 `redis` (the `redis` extra) is imported when a store is created, not with this module.
+
+Every command runs in `RedisCacheStore.errors()`, which also raises a cancellation redis-py
+lost during the command (see `nexus.redis.raise_if_cancelled`): a caller's `asyncio.timeout`
+or a task being stopped then still takes effect at the next cache call.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from nexus.plugins.cache.protocol import (
     check_namespace,
     check_ttl,
 )
+from nexus.redis.client import raise_if_cancelled
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -177,11 +182,14 @@ class RedisCacheStore:
         try:
             yield
         except self._unreachable as exc:
+            raise_if_cancelled()  # redis-py may have turned a cancellation into this
             raise CacheUnavailableError(self.url, _reason(exc)) from exc
         except self._redis_error as exc:
+            raise_if_cancelled()
             raise CacheError(
                 f"Redis at {self.url} refused a cache command: {_reason(exc)}."
             ) from exc
+        raise_if_cancelled()  # redis-py may have lost a cancellation: honour it here
 
     def key(self, namespace: str, key: str) -> str:
         """The Redis key of `key` in `namespace`."""
@@ -301,6 +309,7 @@ class RedisCacheStore:
             async for redis_key in self._client.scan_iter(
                 match=self.pattern(namespace), count=_SCAN_BATCH
             ):
+                raise_if_cancelled()  # each SCAN page is a command of its own
                 batch.append(redis_key)
                 if len(batch) >= _SCAN_BATCH:
                     removed += await self._client.unlink(*batch)

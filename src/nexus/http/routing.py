@@ -12,7 +12,8 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 from fastapi import APIRouter, FastAPI
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from nexus.errors import NexusError
 from nexus.http.exception_handlers import install_problem_handlers
 from nexus.http.problems import send_problem
-from nexus.http.types import ASGIApp, Receive, Scope, Send
+from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 from nexus.kernel.lifecycle import PluginState
 
 if TYPE_CHECKING:
@@ -37,6 +38,18 @@ _SWAPPING_OPERATIONS: Final = frozenset({"reload", "config"})
 _SETTLED: Final = frozenset(
     {PluginState.ACTIVE, PluginState.FAILED, PluginState.BLOCKED, PluginState.DISABLED}
 )
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP request once its response is finished (see `observe_requests`)."""
+
+    def __call__(
+        self, plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool
+    ) -> None:
+        """`plugin` served the request (None: the platform: /livez, /readyz, unknown paths);
+        `status` is what the client got (500 if the app failed before answering); `seconds`
+        runs from routing to the response's end; `streamed` says the body came in several
+        parts (server-sent events, streaming responses)."""
 
 
 class _Mounted:
@@ -59,6 +72,7 @@ class PluginDispatcher:
         self._mounted: dict[str, _Mounted] = {}
         self._roots: dict[str, str] = {}  # first path segment -> plugin serving /<segment>
         self._gates: dict[str, asyncio.Event] = {}
+        self._observers: tuple[RequestObserver, ...] = ()
         self.on_change: Callable[[], None] = lambda: None
 
     def apps(self) -> dict[str, FastAPI]:
@@ -69,11 +83,55 @@ class PluginDispatcher:
         """Root path segments served by plugins (`/admin` -> "admin" plugin), by segment."""
         return dict(self._roots)
 
+    def add_observer(self, observer: RequestObserver) -> Callable[[], None]:
+        """Call `observer` after every HTTP request; returns a callable that stops it."""
+        self._observers = (*self._observers, observer)
+
+        def remove() -> None:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
+        return remove
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        observers = self._observers
+        if observers and scope["type"] == "http":
+            await self._observed(observers, scope, receive, send)
+        else:
+            await self._route(scope, receive, send)
+
+    async def _observed(
+        self, observers: tuple[RequestObserver, ...], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        # One status capture and one clock for every observer, however many there are.
+        status = 500
+        streamed = False
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status, streamed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message.get("more_body"):
+                streamed = True
+            await send(message)
+
+        plugin = None
+        start = perf_counter()
+        try:
+            plugin = await self._route(scope, receive, send_observed)
+        finally:
+            seconds = perf_counter() - start
+            for observer in observers:
+                try:
+                    observer(plugin, scope, status, seconds, streamed)
+                except Exception:  # an observer never fails the request it watched
+                    logger.exception("Request observer %r failed", observer)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+        """Serve the request; returns the plugin that served it (None: the platform)."""
         path: str = scope.get("path", "")
         if scope["type"] == "lifespan":
             await self.platform(scope, receive, send)
-            return
+            return None
         if path.startswith(API_PREFIX):
             end = path.find("/", 5)
             name = path[5:] if end < 0 else path[5:end]
@@ -82,7 +140,7 @@ class PluginDispatcher:
             root = self._roots.get(path[1:] if end < 0 else path[1:end]) if self._roots else None
             if root is None:
                 await self.platform(scope, receive, send)
-                return
+                return None
             name = root
         mounted = self._mounted.get(name)
         if mounted is None:
@@ -97,7 +155,7 @@ class PluginDispatcher:
                     )
                 else:
                     await send_problem(send, 404, detail=f"No plugin serves {path!r}.")
-                return
+                return None
         mounted.inflight += 1
         try:
             await mounted.app(scope, receive, send)
@@ -105,6 +163,7 @@ class PluginDispatcher:
             mounted.inflight -= 1
             if mounted.drained is not None and mounted.inflight == 0:
                 mounted.drained.set()
+        return name
 
     async def _wait_for_swap(self, name: str) -> _Mounted | None:
         gate = self._gates.get(name)

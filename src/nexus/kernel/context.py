@@ -63,6 +63,11 @@ class HttpFacet(Protocol):
     ) -> None:
         """Add a pure ASGI middleware class; lower positions wrap outermost within a stage."""
 
+    def observe_requests(
+        self, observer: Callable[[str | None, Any, int, float, bool], None]
+    ) -> None:
+        """Call `observer(plugin, scope, status, seconds, streamed)` after every HTTP request."""
+
 
 HTTP: Final = FacetKey[HttpFacet]("http")
 

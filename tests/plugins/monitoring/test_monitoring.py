@@ -193,3 +193,58 @@ async def test_requests_to_a_restarted_plugin_keep_their_labels() -> None:
 
     key = labels(plugin="notes", route="/api/notes/notes/{note_id}", method="GET", status="200")
     assert samples["nexus_http_requests_total", key] == 2
+
+
+def test_the_tally_exposes_cumulative_buckets_a_sum_and_counts_by_status() -> None:
+    """Durations land in the right `le` buckets (cumulative), with their sum and count."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from nexus.plugins.monitoring import RequestTally
+
+    tally = RequestTally([0.005, 0.01, 0.025, 5.0, 10.0])
+    registry = CollectorRegistry()
+    registry.register(tally)
+    scope = {"method": "GET", "route": None, "app": None, "path": "/api/x/y"}
+    for seconds, status in ((0.003, 200), (0.005, 200), (0.02, 404), (7.0, 200), (60.0, 500)):
+        tally.observe("x", scope, status, seconds)
+    tally.observe(None, {**scope, "method": "BREW"}, 405, 0.001)
+    samples = parse(generate_latest(registry).decode())
+
+    bucket = "nexus_http_request_duration_seconds_bucket"
+    series = {"plugin": "x", "route": "unmatched", "method": "GET"}
+    expected = {"0.005": 2, "0.01": 2, "0.025": 3, "5.0": 3, "10.0": 4, "+Inf": 5}
+    for le, count in expected.items():
+        assert samples[bucket, labels(**series, le=le)] == count
+    assert samples["nexus_http_request_duration_seconds_count", labels(**series)] == 5
+    assert samples["nexus_http_request_duration_seconds_sum", labels(**series)] == pytest.approx(
+        67.028
+    )
+    total = "nexus_http_requests_total"
+    assert samples[total, labels(**series, status="200")] == 3
+    assert samples[total, labels(**series, status="404")] == 1
+    assert samples[total, labels(**series, status="500")] == 1
+    other = labels(plugin="platform", route="unmatched", method="OTHER", status="405")
+    assert samples[total, other] == 1
+
+
+async def test_a_route_that_raises_counts_as_a_500_of_its_plugin() -> None:
+    """A handler's exception is counted as a 500 under its plugin and route, not as platform."""
+
+    class Broken(Plugin):
+        manifest = {"name": "broken", "version": "1.0"}
+
+        async def setup(self, ctx: PluginContext[Any]) -> None:
+            router = APIRouter()
+
+            @router.get("/boom")
+            async def boom() -> None:
+                raise RuntimeError("boom")
+
+            ctx.http.include_router(router)
+
+    app = create_test_app(plugins=[monitoring(), Broken()])
+    async with serve(app) as client:
+        assert (await client.get("/api/broken/boom")).status_code == 500
+        samples = parse((await client.get("/metrics")).text)
+    key = labels(plugin="broken", route="/api/broken/boom", method="GET", status="500")
+    assert samples["nexus_http_requests_total", key] == 1

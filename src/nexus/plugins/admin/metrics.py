@@ -1,6 +1,6 @@
 """Numbers for the dashboard's charts: requests/s, p95 latency and errors per plugin, event rates.
 
-An application-stage middleware tallies each request into the current one-second window
+A request observer tallies each request into the current one-second window
 (a counter and a bounded latency sample per plugin); once a second `MetricsSampler` closes
 the window, reads the event bus counters through the platform, and keeps the result in a
 ring. Everything is per process: with several workers each shows its own share.
@@ -15,10 +15,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from time import perf_counter
 from typing import TYPE_CHECKING, Any, Final
 
-from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
+from nexus.http.types import Scope
 
 if TYPE_CHECKING:
     from nexus.kernel.platform import Platform
@@ -68,43 +67,19 @@ class RequestStats:
         return window
 
 
-def _plugin_of(scope: Scope) -> str:
-    context = getattr(getattr(scope.get("app"), "state", None), "nexus_context", None)
-    name = getattr(context, "name", None)
-    return name if isinstance(name, str) else PLATFORM_LABEL
+def record_request(
+    stats: RequestStats,
+) -> Callable[[str | None, Scope, int, float, bool], None]:
+    """A request observer (`ctx.http.observe_requests`) feeding `stats`; streams not counted."""
+    observe = stats.observe
 
+    def record(
+        plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool
+    ) -> None:
+        if not streamed:  # an event stream's "latency" is how long someone watched it
+            observe(plugin or PLATFORM_LABEL, status, seconds)
 
-class RequestStatsMiddleware:
-    """Application-stage middleware feeding RequestStats; event streams are not counted."""
-
-    __slots__ = ("app", "stats")
-
-    def __init__(self, app: ASGIApp, *, stats: RequestStats) -> None:
-        self.app = app
-        self.stats = stats
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        is_stream = False
-
-        async def send_watching(message: Message) -> None:
-            nonlocal status, is_stream
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers") or ():
-                    if name == b"content-type" and value.startswith(b"text/event-stream"):
-                        is_stream = True
-            await send(message)
-
-        start = perf_counter()
-        try:
-            await self.app(scope, receive, send_watching)
-        finally:
-            if not is_stream:
-                self.stats.observe(_plugin_of(scope), status, perf_counter() - start)
+    return record
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -5,8 +5,8 @@ Needs the `monitoring` extra (`pip install 'nexus-platform[monitoring]'`). Serie
 - `nexus_http_requests_total{plugin,route,method,status}` and
   `nexus_http_request_duration_seconds{plugin,route,method}`: `route` is the matched template
   (`/api/notes/notes/{note_id}`) or "unmatched"; `plugin` the plugin that served the request or
-  "platform". Recorded by application-stage middleware, so requests refused earlier (rate
-  limit, body size) and /metrics itself are not counted.
+  "platform". Recorded by a request observer (`ctx.http.observe_requests`), so requests
+  refused earlier (rate limit, body size) and /metrics itself are not counted.
 - `nexus_plugin_state{plugin,state}` (1 for the current state), `nexus_plugin_boot_seconds`,
   `nexus_events_total{topic,outcome}`, `nexus_event_dead_letters`, `nexus_build_info{version}`.
 
@@ -21,12 +21,12 @@ the number of workers. Plugin states are then those of the worker that answered.
 from __future__ import annotations
 
 from nexus.plugins.monitoring.plugin import CONTENT_TYPE, MonitoringPlugin, MonitoringSettings
-from nexus.plugins.monitoring.requests import MetricsMiddleware, RequestMetrics
+from nexus.plugins.monitoring.requests import RequestMetrics, RequestTally
 
 __all__ = [
     "CONTENT_TYPE",
-    "MetricsMiddleware",
     "MonitoringPlugin",
     "MonitoringSettings",
     "RequestMetrics",
+    "RequestTally",
 ]

@@ -12,6 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
+from nexus.http.types import Scope
 from nexus.kernel.context import PluginContext
 from nexus.kernel.events import Event
 from nexus.kernel.platform import PLATFORM
@@ -19,7 +20,7 @@ from nexus.kernel.plugin import Health, Plugin
 from nexus.plugins.monitoring import multiprocess
 from nexus.plugins.monitoring._prometheus import prometheus_client
 from nexus.plugins.monitoring.collector import EventSync, PlatformCollector
-from nexus.plugins.monitoring.requests import MetricsMiddleware, RequestMetrics
+from nexus.plugins.monitoring.requests import RequestMetrics, RequestTally
 
 #: Prometheus text exposition format 0.0.4, which every Prometheus version scrapes.
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,8 +72,10 @@ class MonitoringPlugin(Plugin):
         )
         self.directory = directory
         registry = prometheus_client.CollectorRegistry()
+        metrics: RequestTally | RequestMetrics
         if directory is None:
-            metrics = RequestMetrics.create(registry=registry, buckets=ctx.config.buckets)
+            metrics = RequestTally(ctx.config.buckets)
+            registry.register(metrics)
             registry.register(PlatformCollector(platform))
             # The usual process_* and python_* series; per process, so single-process mode only.
             prometheus_client.ProcessCollector(registry=registry)
@@ -87,7 +90,7 @@ class MonitoringPlugin(Plugin):
             if removed:
                 ctx.logger.info("Removed %d stale metrics file(s) from %s", len(removed), directory)
             multiprocess.enable(directory)
-            metrics = RequestMetrics.create(registry=None, buckets=ctx.config.buckets)
+            metrics = RequestMetrics.create(buckets=ctx.config.buckets)
             prometheus_client.multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 registry, path=str(directory)
             )
@@ -96,7 +99,16 @@ class MonitoringPlugin(Plugin):
             ctx.tasks.spawn(_every(ctx.config.sync_interval, sync.sync), name="event_sync")
             ctx.on_cleanup(sync.sync)
 
-        ctx.http.add_middleware(MetricsMiddleware, metrics=metrics, exclude=(METRICS_PATH,))
+        observe = metrics.observe
+        own_name = ctx.name
+
+        def record(
+            plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool
+        ) -> None:
+            if plugin != own_name:  # /metrics itself is not counted
+                observe(plugin, scope, status, seconds)
+
+        ctx.http.observe_requests(record)
 
         async def forget_routes(event: Event) -> None:
             # A plugin's routes may have been replaced: cached labels would keep old apps alive.

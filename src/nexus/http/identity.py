@@ -24,7 +24,10 @@ def identify_user(scope: Scope) -> str | None:
     if isinstance(user, str):
         return user
     # One type check per request, not one per attribute (an ABC check is not free).
-    lookup = user.get if type(user) is dict or isinstance(user, Mapping) else None
+    if type(user) is dict or (hasattr(user, "get") and isinstance(user, Mapping)):
+        lookup = user.get
+    else:
+        lookup = None
     for attribute in _USER_ATTRIBUTES:
         value = lookup(attribute) if lookup is not None else getattr(user, attribute, None)
         if value is not None:

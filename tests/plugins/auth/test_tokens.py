@@ -154,6 +154,27 @@ FORGERIES = [
         id="no-expiry",
     ),
     pytest.param(lambda uid: "not-a-jwt", "The access token is malformed.", id="garbage"),
+    # Correctly signed, but with claims no Nexus token has: refused, never a 500.
+    pytest.param(
+        lambda uid: jwt.encode(claims(uid, roles=["admin", 7]), KEY, "HS256"),
+        "The access token's claims are malformed.",
+        id="role-not-a-string",
+    ),
+    pytest.param(
+        lambda uid: jwt.encode(claims(uid, roles=[{"name": "admin"}]), KEY, "HS256"),
+        "The access token's claims are malformed.",
+        id="unhashable-role",
+    ),
+    pytest.param(
+        lambda uid: jwt.encode(claims(uid, roles="admin"), KEY, "HS256"),
+        "The access token's claims are malformed.",
+        id="roles-not-a-list",
+    ),
+    pytest.param(
+        lambda uid: jwt.encode(claims(uid, username=None), KEY, "HS256"),
+        "The access token's claims are malformed.",
+        id="no-username",
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 from nexus.plugins.auth.errors import InvalidTokenError
 
@@ -59,7 +59,8 @@ class AccessTokens:
         self._leeway = leeway.total_seconds()
         # Pinning the list is what stops `alg: none` and RS256/HS256 confusion.
         self._algorithms = [algorithm]
-        self._options: Any = {"require": _REQUIRED_CLAIMS}
+        # The required claims are this decoder's defaults, not options merged on every call.
+        self._decoder = jwt.PyJWT(options={"require": _REQUIRED_CLAIMS})
 
     def issue(self, user_id: str, username: str, roles: Iterable[str]) -> tuple[str, int]:
         """A signed access token for the user, and its lifetime in seconds."""
@@ -80,14 +81,13 @@ class AccessTokens:
     def verify(self, token: str) -> AccessClaims:
         """The claims of a valid token; InvalidTokenError says why a token is not."""
         try:
-            claims = jwt.decode(
+            claims = self._decoder.decode(
                 token,
                 self._key,
                 algorithms=self._algorithms,
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self._leeway,
-                options=self._options,
             )
         except jwt.ExpiredSignatureError:
             raise InvalidTokenError("The access token has expired.") from None
@@ -108,16 +108,15 @@ class AccessTokens:
         except jwt.InvalidTokenError:
             raise InvalidTokenError("The access token is malformed.") from None
         subject, username, roles = claims["sub"], claims.get("username"), claims.get("roles")
-        if (
-            not isinstance(subject, str)
-            or not isinstance(username, str)
-            or not isinstance(roles, list)
-            or not all(isinstance(role, str) for role in roles)
-        ):
+        if not isinstance(subject, str) or not isinstance(username, str) or type(roles) is not list:
             raise InvalidTokenError("The access token's claims are malformed.")
-        return AccessClaims(
-            subject, username, frozenset(roles), str(claims["jti"]), float(claims["exp"])
-        )
+        try:
+            held = frozenset(roles)
+        except TypeError:  # unhashable entries, e.g. objects
+            raise InvalidTokenError("The access token's claims are malformed.") from None
+        if held and set(map(type, held)) != {str}:
+            raise InvalidTokenError("The access token's claims are malformed.")
+        return AccessClaims(subject, username, held, str(claims["jti"]), float(claims["exp"]))
 
 
 def digest(secret: str) -> str:

@@ -164,3 +164,42 @@ async def test_lifespan_passes_through_the_stack() -> None:
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
+
+
+async def test_the_stack_writes_each_header_once_and_keeps_the_apps_own(connect: Connect) -> None:
+    """Through the whole stack (one shared header writer) every header appears exactly once,
+    and a header the app set itself wins over the security default."""
+    from fastapi import Response
+
+    app = FastAPI()
+
+    @app.get("/embed")
+    async def embed() -> Response:
+        return Response("ok", headers={"X-Frame-Options": "SAMEORIGIN"})
+
+    async with connect(_stack(app)) as client:
+        response = await client.get("/embed", headers={"X-Request-ID": "req-1"})
+    names = [name for name, _ in response.headers.raw]
+    assert len(names) == len(set(names)), names
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    assert response.headers["ratelimit-remaining"] == "99"
+    assert response.headers["x-request-id"] == "req-1"
+
+
+async def test_layers_without_a_request_id_layer_add_their_headers_themselves(
+    app: FastAPI, connect: Connect
+) -> None:
+    """The rate limit and security headers still answer with their headers when used alone."""
+    from nexus.http.rate_limit import MemoryRateLimitStore, RateLimitMiddleware
+    from nexus.http.security_headers import SecurityHeadersMiddleware
+
+    alone = SecurityHeadersMiddleware(
+        RateLimitMiddleware(app, rate=1.0, burst=5, store=MemoryRateLimitStore())
+    )
+    async with connect(alone) as client:
+        response = await client.get("/hello")
+    assert response.headers["ratelimit-remaining"] == "4"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "x-request-id" not in response.headers

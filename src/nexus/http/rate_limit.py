@@ -10,6 +10,7 @@ from typing import Final, NamedTuple, Protocol
 
 from nexus.http.identity import get_client_host, identify_user
 from nexus.http.problems import send_problem
+from nexus.http.response_headers import add_headers
 from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("nexus.http")
@@ -203,6 +204,10 @@ class RateLimitMiddleware:
                 headers=((b"retry-after", str(retry_after).encode()), *headers),
                 detail=f"Too many requests. Retry in {retry_after} s.",
             )
+            return
+
+        if add_headers(scope, headers):
+            await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:

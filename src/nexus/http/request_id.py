@@ -6,6 +6,7 @@ import random
 import re
 from typing import Final
 
+from nexus.http.response_headers import APPENDED, DEFAULTS, merge_defaults
 from nexus.http.types import ASGIApp, Message, Receive, Scope, Send
 from nexus.kernel.correlation import correlation_id
 
@@ -67,12 +68,18 @@ class RequestIdMiddleware:
         else:
             state["request_id"] = request_id
 
-        header = (_HEADER_NAME, raw)
+        # Inner layers add their response headers here (see nexus.http.response_headers).
+        appended = [(_HEADER_NAME, raw)]
+        scope[APPENDED] = appended
         start = "http.response.start" if scope_type == "http" else "websocket.accept"
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == start:
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = message.get("headers") or ()
+                defaults = scope.get(DEFAULTS)
+                if defaults is not None:
+                    headers = merge_defaults(headers, *defaults)
+                message["headers"] = [*headers, *appended]
             await send(message)
 
         token = correlation_id.set(request_id)

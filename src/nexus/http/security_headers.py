@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from operator import itemgetter
+from collections.abc import Mapping
 from typing import Final
 
+from nexus.http.response_headers import add_default_headers, merge_defaults
 from nexus.http.types import ASGIApp, Message, RawHeaders, Receive, Scope, Send
 
 DEFAULT_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
@@ -92,26 +92,13 @@ class SecurityHeadersMiddleware:
                     break
         extra = header_sets[1] if scope["scheme"] == "https" else header_sets[0]
         names = self._names
+        if add_default_headers(scope, extra, names):
+            await self.app(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = _merge(message.get("headers") or (), extra, names)
+                message["headers"] = merge_defaults(message.get("headers") or (), extra, names)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-_name_of = itemgetter(0)
-
-
-def _merge(
-    headers: Iterable[tuple[bytes, bytes]], extra: RawHeaders, names: frozenset[bytes]
-) -> RawHeaders:
-    if type(headers) is not list:
-        headers = list(headers)  # any iterable: it is read twice below
-    # ASGI header names are lower case. The usual case, none of ours set by the app, is
-    # decided without a Python-level loop.
-    if names.isdisjoint(map(_name_of, headers)):
-        return [*headers, *extra]
-    present = set(map(_name_of, headers))
-    return [*headers, *(header for header in extra if header[0] not in present)]

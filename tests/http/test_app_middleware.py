@@ -371,3 +371,27 @@ async def test_middleware_keeping_its_app_elsewhere_stays_chained_when_layers_ch
     assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
     assert seen == ["guarded", "inner", "guarded", "guarded", "inner"]
     assert stamps(third.headers) == ["inner"]
+
+
+async def test_middleware_stages_cost_no_call_of_their_own(tmp_path: Path) -> None:
+    """The platform stack calls plugin layers (or, with none, the next layer) directly."""
+    from nexus.http.facet import PluginMiddlewareSlot
+
+    def chain(app: Any) -> list[Any]:
+        layers, layer = [], app._entry
+        while layer is not None:
+            layers.append(layer)
+            layer = getattr(layer, "app", None)
+        return layers
+
+    seen: list[str] = []
+    app = build_app(tmp_path, Stamping("stamp", [("s", 0)], seen))
+    async with serve(app) as client:
+        with_layer = chain(app)
+        await app.kernel.plugins.disable("stamp")
+        without = chain(app)
+        assert (await client.get("/livez")).status_code == 200
+    assert not any(isinstance(layer, PluginMiddlewareSlot) for layer in with_layer + without)
+    assert any(isinstance(layer, Stamp) for layer in with_layer)
+    assert not any(isinstance(layer, Stamp) for layer in without)
+    assert without[-1] is app.dispatcher

@@ -139,6 +139,8 @@ def create_app(
         rate_limit_store=rate_limit_store,
         authentication=slots["authentication"].wrap,
     )
+    for slot in slots.values():
+        slot.attach(app._entry)
     _add_health_routes(app, kernel)
     return app
 

@@ -72,6 +72,25 @@ class PluginMiddlewareSlot:
         self._inner: ASGIApp = app if app is not None else _unwrapped
         self._layers: list[_Layer] = []
         self._composed: ASGIApp = self._inner
+        self._outer: Any = None
+
+    def attach(self, entry: ASGIApp) -> None:
+        """Find the middleware in `entry`'s chain whose `app` is this slot, and point it at
+        the slot's layers directly from now on: a request then pays no call for the slot."""
+        layer: Any = entry
+        for _ in range(64):  # a chain of middleware, each keeping the next in `app`
+            following: Any
+            if isinstance(layer, PluginMiddlewareSlot):
+                following = layer._composed
+            else:
+                following = getattr(layer, "app", None)
+            if following is self:
+                self._outer = layer
+                layer.app = self._composed
+                return
+            if following is None:
+                return
+            layer = following
 
     def wrap(self, app: ASGIApp) -> PluginMiddlewareSlot:
         """Put the slot in front of `app` (for slots placed inside a middleware stack)."""
@@ -105,6 +124,8 @@ class PluginMiddlewareSlot:
             layer.point_at(following)
             following = layer.app
         self._composed = following
+        if self._outer is not None:
+            self._outer.app = following
 
 
 class PluginHttp:

@@ -47,6 +47,16 @@ class RequestStats:
 
     def observe(self, plugin: str, status: int, seconds: float) -> None:
         """Count one answered request."""
+        self.record(plugin, None, status, seconds, False)
+
+    def record(
+        self, plugin: str | None, scope: Scope | None, status: int, seconds: float, streamed: bool
+    ) -> None:
+        """A request observer (`ctx.http.observe_requests`); event streams are not counted."""
+        if streamed:  # an event stream's "latency" is how long someone watched it
+            return
+        if plugin is None:
+            plugin = PLATFORM_LABEL
         tally = self._window.get(plugin)
         if tally is None:
             tally = self._window[plugin] = _Tally()
@@ -65,21 +75,6 @@ class RequestStats:
         """Close the window: return its tallies and start a new one."""
         window, self._window = self._window, {}
         return window
-
-
-def record_request(
-    stats: RequestStats,
-) -> Callable[[str | None, Scope, int, float, bool], None]:
-    """A request observer (`ctx.http.observe_requests`) feeding `stats`; streams not counted."""
-    observe = stats.observe
-
-    def record(
-        plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool
-    ) -> None:
-        if not streamed:  # an event stream's "latency" is how long someone watched it
-            observe(plugin or PLATFORM_LABEL, status, seconds)
-
-    return record
 
 
 def percentile(values: list[float], fraction: float) -> float:

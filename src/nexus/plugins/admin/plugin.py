@@ -13,7 +13,7 @@ from nexus.plugins.admin.access import admin_gate
 from nexus.plugins.admin.api import Dashboard, build_api
 from nexus.plugins.admin.cluster import CLUSTER
 from nexus.plugins.admin.feed import EventFeed
-from nexus.plugins.admin.metrics import MetricsSampler, RequestStats, record_request
+from nexus.plugins.admin.metrics import MetricsSampler, RequestStats
 from nexus.plugins.admin.operations import Operations
 from nexus.plugins.admin.pages import build_pages, deny_callback
 from nexus.plugins.admin.session import AdminSessionMiddleware, Sessions, SessionStore
@@ -97,7 +97,7 @@ class AdminPlugin(Plugin):
         ctx.http.add_middleware(
             AdminSessionMiddleware, stage="authentication", position=10, sessions=sessions
         )
-        ctx.http.observe_requests(record_request(stats))
+        ctx.http.observe_requests(stats.record)
         ctx.http.include_router(pages, at=MOUNT)
         ctx.http.include_router(build_api(dashboard, gate), at=MOUNT)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 from nexus.http.types import ASGIApp, Receive, Scope, Send
 from nexus.kernel.correlation import actor
 from nexus.plugins.auth.errors import InvalidTokenError
-from nexus.plugins.auth.tokens import is_api_key
+from nexus.plugins.auth.tokens import API_KEY_MARK
 
 if TYPE_CHECKING:
     from nexus.plugins.auth.principal import Principal
@@ -82,9 +82,9 @@ class AuthenticationMiddleware:
             if scheme.lower() != "bearer" or not credential:
                 state[ERROR_KEY] = "Use `Authorization: Bearer <token or API key>`."
                 return None
-            if is_api_key(credential):
+            if credential.startswith(API_KEY_MARK):
                 return await self.auth.authenticate_api_key(credential)
-            return self.auth.authenticate_token(credential)
+            return self.auth.credentials.authenticate_token(credential)
         except InvalidTokenError as exc:
             state[ERROR_KEY] = str(exc)
         except Exception:  # the database may be down: say so rather than fail every request

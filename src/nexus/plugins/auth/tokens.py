@@ -135,11 +135,6 @@ def new_api_key() -> tuple[str, str]:
     return f"{API_KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}", prefix
 
 
-def is_api_key(credential: str) -> bool:
-    """Whether `credential` has the shape of an API key (rather than a JWT)."""
-    return credential.startswith(API_KEY_MARK)
-
-
 def api_key_prefix(key: str) -> str | None:
     """The lookup prefix of a well-formed API key, else None."""
     start = len(API_KEY_MARK)

@@ -12,7 +12,6 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
-from nexus.http.types import Scope
 from nexus.kernel.context import PluginContext
 from nexus.kernel.events import Event
 from nexus.kernel.platform import PLATFORM
@@ -74,7 +73,7 @@ class MonitoringPlugin(Plugin):
         registry = prometheus_client.CollectorRegistry()
         metrics: RequestTally | RequestMetrics
         if directory is None:
-            metrics = RequestTally(ctx.config.buckets)
+            metrics = RequestTally(ctx.config.buckets, exclude=ctx.name)
             registry.register(metrics)
             registry.register(PlatformCollector(platform))
             # The usual process_* and python_* series; per process, so single-process mode only.
@@ -90,7 +89,7 @@ class MonitoringPlugin(Plugin):
             if removed:
                 ctx.logger.info("Removed %d stale metrics file(s) from %s", len(removed), directory)
             multiprocess.enable(directory)
-            metrics = RequestMetrics.create(buckets=ctx.config.buckets)
+            metrics = RequestMetrics.create(buckets=ctx.config.buckets, exclude=ctx.name)
             prometheus_client.multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 registry, path=str(directory)
             )
@@ -99,16 +98,8 @@ class MonitoringPlugin(Plugin):
             ctx.tasks.spawn(_every(ctx.config.sync_interval, sync.sync), name="event_sync")
             ctx.on_cleanup(sync.sync)
 
-        observe = metrics.observe
-        own_name = ctx.name
-
-        def record(
-            plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool
-        ) -> None:
-            if plugin != own_name:  # /metrics itself is not counted
-                observe(plugin, scope, status, seconds)
-
-        ctx.http.observe_requests(record)
+        # Requests this plugin served (/metrics itself) are excluded by the metrics.
+        ctx.http.observe_requests(metrics.observe)
 
         async def forget_routes(event: Event) -> None:
             # A plugin's routes may have been replaced: cached labels would keep old apps alive.

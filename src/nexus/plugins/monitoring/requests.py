@@ -102,8 +102,9 @@ class RequestTally(_RouteLabels):
     /metrics is scraped.
     """
 
-    def __init__(self, buckets: Sequence[float]) -> None:
+    def __init__(self, buckets: Sequence[float], *, exclude: str | None = None) -> None:
         super().__init__()
+        self._exclude = exclude
         self._bounds = tuple(float(bound) for bound in buckets)
         go_string = cast(Callable[[float], str], prometheus_client.utils.floatToGoString)
         self._les = [go_string(bound) for bound in self._bounds]  # as Histogram writes `le`
@@ -112,8 +113,12 @@ class RequestTally(_RouteLabels):
         # route's id cannot be reused while cached.
         self._cache: dict[tuple[Any, ...], _Series] = {}
 
-    def observe(self, plugin: str | None, scope: Scope, status: int, seconds: float) -> None:
-        """Count one answered request and its duration."""
+    def observe(
+        self, plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool = False
+    ) -> None:
+        """Count one answered request and its duration (a request observer)."""
+        if plugin == self._exclude and plugin is not None:
+            return
         key = (id(scope.get("route")), scope.get("app"), scope["method"])
         series = self._cache.get(key)
         if series is None:
@@ -162,8 +167,11 @@ class RequestTally(_RouteLabels):
 class RequestMetrics(_RouteLabels):
     """The same metrics through prometheus_client's children: for multiprocess mode."""
 
-    def __init__(self, requests: Counter, seconds: Histogram) -> None:
+    def __init__(
+        self, requests: Counter, seconds: Histogram, *, exclude: str | None = None
+    ) -> None:
         super().__init__()
+        self._exclude = exclude
         self.requests: Final = requests
         self.seconds: Final = seconds
         # (id(route), app, method) -> histogram child; + status -> counter child.
@@ -171,7 +179,7 @@ class RequestMetrics(_RouteLabels):
         self._counters: dict[tuple[Any, ...], Any] = {}
 
     @classmethod
-    def create(cls, *, buckets: Sequence[float]) -> RequestMetrics:
+    def create(cls, *, buckets: Sequence[float], exclude: str | None = None) -> RequestMetrics:
         """Make both metrics; in multiprocess mode their values live in the shared files."""
         requests = prometheus_client.Counter(
             REQUESTS, REQUESTS_HELP, ["plugin", "route", "method", "status"], registry=None
@@ -183,10 +191,14 @@ class RequestMetrics(_RouteLabels):
             buckets=tuple(buckets),
             registry=None,
         )
-        return cls(requests, seconds)
+        return cls(requests, seconds, exclude=exclude)
 
-    def observe(self, plugin: str | None, scope: Scope, status: int, seconds: float) -> None:
-        """Count one answered request and its duration."""
+    def observe(
+        self, plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool = False
+    ) -> None:
+        """Count one answered request and its duration (a request observer)."""
+        if plugin == self._exclude and plugin is not None:
+            return
         key = (id(scope.get("route")), scope.get("app"), scope["method"])
         histogram = self._histograms.get(key)
         if histogram is None:

@@ -82,6 +82,16 @@ def redis_server() -> Any:
     manager.__exit__(None, None, None)
 
 
+@pytest.fixture
+def own_redis() -> Any:
+    """A redis-server of this test's own, which it may stop and start again on its port."""
+    from nexus.testing.servers import start_redis
+
+    server = _server_or_skip(start_redis)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Any:
     """A real PostgreSQL cluster on a free loopback port for the whole test session."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import pytest
@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from nexus.kernel.events import EventBus
 from nexus.redis import RedisTransport
-from nexus.testing.servers import RedisServer, ServerUnavailable, services_required, start_redis
 
 
 async def until(condition: Callable[[], bool], limit: float = 10.0) -> None:
@@ -37,19 +36,6 @@ class MakeBus(Protocol):
 def prefix() -> str:
     """Key prefix of this test alone, so tests share the server but no streams or groups."""
     return f"test-{secrets.token_hex(4)}"
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own, which it may stop (and start again on its port)."""
-    try:
-        server = start_redis()
-    except ServerUnavailable as exc:
-        if services_required():
-            pytest.fail(f"{exc}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

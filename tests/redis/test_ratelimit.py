@@ -25,7 +25,7 @@ from nexus.plugins.auth import AuthPlugin, AuthSettings
 from nexus.plugins.database import DatabasePlugin
 from nexus.redis import RateLimitUnavailableError, RedisRateLimitStore
 from nexus.testing import build_config, create_test_app, serve
-from nexus.testing.servers import RedisServer, ServerUnavailable, services_required, start_redis
+from nexus.testing.servers import RedisServer, start_redis
 
 
 @pytest.fixture
@@ -51,19 +51,6 @@ async def stores(
     yield made
     for store in made:
         await store.aclose()
-
-
-@pytest.fixture
-def own_redis() -> Any:
-    """A Redis of this test's own, which it may stop and restart."""
-    try:
-        server = start_redis()
-    except ServerUnavailable as exc:
-        if services_required():
-            pytest.fail(f"{exc}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 async def test_decisions_match_the_memory_store(stores: list[RedisRateLimitStore]) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from nexus.plugins.auth.plugin import AuthPlugin
 from nexus.plugins.cache import CachePlugin, PluginCache
 from nexus.plugins.database import DatabasePlugin
 from nexus.testing import create_test_app, serve
-from nexus.testing.servers import RedisServer, ServerUnavailable, services_required, start_redis
+from nexus.testing.servers import RedisServer, start_redis
 
 PLUGINS = Path(__file__).resolve().parents[2] / "src" / "nexus" / "plugins"
 PASSWORD = "correct horse battery staple"
@@ -263,19 +263,6 @@ async def test_a_slow_handler_holds_a_bounded_mailbox_and_then_refuses_with_503(
     assert worker.crawled == [0, 1, 2, 3, 4, 0, 1]
     [warning] = messages(caplog, "nexus.http", logging.WARNING)
     assert "queue stayed full (4 events) for 0.3 s" in warning
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this test's own, which it stops and starts again on the same port."""
-    try:
-        server = start_redis()
-    except ServerUnavailable as exc:
-        if services_required():
-            pytest.fail(f"{exc}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 def redis_app(url: str, tmp_path: Path, worker: Worker) -> NexusApp:

@@ -7,7 +7,6 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
 
@@ -23,7 +22,7 @@ from nexus.plugins.scheduler import (
 )
 from nexus.testing import FakeClock
 from nexus.testing.clock import DEFAULT_START
-from nexus.testing.servers import RedisServer, ServerUnavailable, services_required, start_redis
+from nexus.testing.servers import RedisServer, start_redis
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -58,19 +57,6 @@ async def make_runner(clock: FakeClock) -> AsyncIterator[Callable[..., JobRunner
     yield make
     for runner in made:
         await runner.close()
-
-
-@pytest.fixture
-def own_redis() -> Any:
-    """A Redis of this test's own, which it may stop and restart."""
-    try:
-        server = start_redis()
-    except ServerUnavailable as exc:
-        if services_required():
-            pytest.fail(f"{exc}; NEXUS_REQUIRE_SERVICES=1 makes this a failure")
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 class Recorder:

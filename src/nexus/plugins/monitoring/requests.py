@@ -48,7 +48,8 @@ Labels = tuple[str, str, str]  # plugin, route template, method
 class _RouteLabels:
     """(plugin, route template, method) of requests, found once per route, app and method."""
 
-    def __init__(self) -> None:
+    def __init__(self, exclude: str | None) -> None:
+        self._exclude = exclude  # the plugin whose requests are not counted (/metrics itself)
         self._routes: dict[Any, dict[int, _Candidates]] = {}  # app -> id(route) -> templates
 
     def forget_routes(self) -> None:
@@ -103,8 +104,7 @@ class RequestTally(_RouteLabels):
     """
 
     def __init__(self, buckets: Sequence[float], *, exclude: str | None = None) -> None:
-        super().__init__()
-        self._exclude = exclude
+        super().__init__(exclude)
         self._bounds = tuple(float(bound) for bound in buckets)
         go_string = cast(Callable[[float], str], prometheus_client.utils.floatToGoString)
         self._les = [go_string(bound) for bound in self._bounds]  # as Histogram writes `le`
@@ -117,7 +117,7 @@ class RequestTally(_RouteLabels):
         self, plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool = False
     ) -> None:
         """Count one answered request and its duration (a request observer)."""
-        if plugin == self._exclude and plugin is not None:
+        if plugin is not None and plugin == self._exclude:
             return
         key = (id(scope.get("route")), scope.get("app"), scope["method"])
         series = self._cache.get(key)
@@ -170,8 +170,7 @@ class RequestMetrics(_RouteLabels):
     def __init__(
         self, requests: Counter, seconds: Histogram, *, exclude: str | None = None
     ) -> None:
-        super().__init__()
-        self._exclude = exclude
+        super().__init__(exclude)
         self.requests: Final = requests
         self.seconds: Final = seconds
         # (id(route), app, method) -> histogram child; + status -> counter child.
@@ -197,7 +196,7 @@ class RequestMetrics(_RouteLabels):
         self, plugin: str | None, scope: Scope, status: int, seconds: float, streamed: bool = False
     ) -> None:
         """Count one answered request and its duration (a request observer)."""
-        if plugin == self._exclude and plugin is not None:
+        if plugin is not None and plugin == self._exclude:
             return
         key = (id(scope.get("route")), scope.get("app"), scope["method"])
         histogram = self._histograms.get(key)

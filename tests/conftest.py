@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,16 @@ def make_config(tmp_path: Path) -> Callable[..., NexusConfig]:
         return load_config(path, env={})
 
     return make
+
+
+def builtin_plugin(cls: type[Any]) -> Any:
+    """A built-in plugin class as an inline plugin with the real manifest.json of its package."""
+    from nexus.kernel import inline_plugin
+
+    module_file = sys.modules[cls.__module__].__file__
+    assert module_file is not None
+    manifest = Path(module_file).parent / "manifest.json"
+    return inline_plugin(json.loads(manifest.read_text()), cls)
 
 
 def _server_or_skip(start: Callable[[], Any]) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import json
 import ssl
 from collections.abc import Callable, Collection, Iterator
 from email.message import EmailMessage
@@ -13,12 +12,12 @@ from typing import Any
 
 import pytest
 
-import nexus.plugins.database
 from nexus.http.app import NexusApp
-from nexus.kernel import PluginSource, inline_plugin
+from nexus.kernel import PluginSource
 from nexus.plugins.database import DatabasePlugin
 from nexus.testing import create_test_app
 from nexus.testing.servers import ServerUnavailable, free_port, services_required
+from tests.conftest import builtin_plugin
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_PLUGINS = ("analytics", "email_service", "user_manager")
@@ -26,8 +25,7 @@ EXAMPLE_PLUGINS = ("analytics", "email_service", "user_manager")
 
 def database_plugin() -> PluginSource:
     """The built-in database plugin, from its own manifest.json."""
-    manifest = Path(nexus.plugins.database.__file__).parent / "manifest.json"
-    return inline_plugin(json.loads(manifest.read_text()), DatabasePlugin)
+    return builtin_plugin(DatabasePlugin)
 
 
 AppMaker = Callable[..., NexusApp]

@@ -20,12 +20,12 @@ from redis.asyncio import Redis
 from nexus import Plugin, PluginContext
 from nexus.errors import ConfigError
 from nexus.http.rate_limit import MemoryRateLimitStore
-from nexus.kernel import inline_plugin
 from nexus.plugins.auth import AuthPlugin, AuthSettings
 from nexus.plugins.database import DatabasePlugin
 from nexus.redis import RateLimitUnavailableError, RedisRateLimitStore
 from nexus.testing import build_config, create_test_app, serve
 from nexus.testing.servers import RedisServer, start_redis
+from tests.conftest import builtin_plugin
 
 
 @pytest.fixture
@@ -291,10 +291,6 @@ async def test_login_throttling_is_shared_by_instances_with_a_redis_url(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     """With plugins.auth.redis_url, failed logins on one instance count on the others."""
-    plugins = Path(__file__).parents[2] / "src" / "nexus" / "plugins"
-
-    def builtin(name: str, factory: Any) -> Any:
-        return inline_plugin(json.loads((plugins / name / "manifest.json").read_text()), factory)
 
     def instance(name: str) -> Any:
         auth = {
@@ -303,7 +299,7 @@ async def test_login_throttling_is_shared_by_instances_with_a_redis_url(
             "password_hashing": {"time_cost": 1, "memory_cost": 1024, "parallelism": 1},
         }
         return create_test_app(
-            plugins=[builtin("database", DatabasePlugin), builtin("auth", AuthPlugin)],
+            plugins=[builtin_plugin(DatabasePlugin), builtin_plugin(AuthPlugin)],
             config={"data_dir": str(tmp_path / name), "plugins": {"auth": auth}},
         )
 

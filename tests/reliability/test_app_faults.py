@@ -9,7 +9,6 @@ what is logged, and that no event a handler acknowledged is lost or handled twic
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,6 @@ from fastapi import APIRouter
 from nexus import Plugin, PluginContext
 from nexus.http.app import NexusApp
 from nexus.http.problems import PROBLEM_CONTENT_TYPE
-from nexus.kernel import PluginSource, inline_plugin
 from nexus.kernel.events import Event
 from nexus.plugins.admin import AdminPlugin
 from nexus.plugins.auth import AUTH
@@ -32,18 +30,13 @@ from nexus.plugins.cache import CachePlugin, PluginCache
 from nexus.plugins.database import DatabasePlugin
 from nexus.testing import create_test_app, serve
 from nexus.testing.servers import RedisServer, start_redis
+from tests.conftest import builtin_plugin
 
-PLUGINS = Path(__file__).resolve().parents[2] / "src" / "nexus" / "plugins"
 PASSWORD = "correct horse battery staple"
 FAST_HASHING = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 HANG_TIMEOUT = 0.5  # seconds the hanging handler gets per attempt (the checks between take ms)
 #: Short, so the faults play out within a test; retried twice, so three attempts each.
 EVENTS = {"retries": 2, "retry_delay": 0.01, "queue_size": 4, "publish_timeout": 0.3}
-
-
-def builtin(name: str, cls: type[Plugin]) -> PluginSource:
-    """A built-in plugin with its real manifest.json."""
-    return inline_plugin(json.loads((PLUGINS / name / "manifest.json").read_text()), cls)
 
 
 class Worker(Plugin):
@@ -135,9 +128,9 @@ async def admin_app(tmp_path: Path) -> AsyncIterator[tuple[Worker, httpx.AsyncCl
     worker = Worker()
     app = create_test_app(
         plugins=[
-            builtin("database", DatabasePlugin),
-            builtin("auth", AuthPlugin),
-            builtin("admin", AdminPlugin),
+            builtin_plugin(DatabasePlugin),
+            builtin_plugin(AuthPlugin),
+            builtin_plugin(AdminPlugin),
             worker,
         ],
         config={
@@ -268,7 +261,7 @@ async def test_a_slow_handler_holds_a_bounded_mailbox_and_then_refuses_with_503(
 def redis_app(url: str, tmp_path: Path, worker: Worker) -> NexusApp:
     """The worker and the cache on Redis: events, cache and rate limits all at `url`."""
     return create_test_app(
-        plugins=[builtin("cache", CachePlugin), worker],
+        plugins=[builtin_plugin(CachePlugin), worker],
         config={
             "data_dir": str(tmp_path),
             "events": {

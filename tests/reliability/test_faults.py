@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -20,11 +19,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi import APIRouter
 
-import nexus.plugins.cache
-import nexus.plugins.database
 from nexus import Plugin, PluginContext
 from nexus.http.problems import PROBLEM_CONTENT_TYPE
-from nexus.kernel import PluginSource, inline_plugin
 from nexus.plugins.database import DATABASE, DatabasePlugin, DbSession
 from nexus.testing import create_test_app, serve
 from nexus.testing.servers import (
@@ -36,11 +32,7 @@ from nexus.testing.servers import (
     wait_for_port,
 )
 from nexus.testing.servers import _as_postgres as as_postgres
-
-
-def builtin(module: Any, cls: type[Plugin]) -> PluginSource:
-    manifest = Path(module.__file__).parent / "manifest.json"
-    return inline_plugin(json.loads(manifest.read_text()), cls)
+from tests.conftest import builtin_plugin
 
 
 class Notes(Plugin):
@@ -89,7 +81,7 @@ class Echo(Plugin):
 
 def database_app(url: str, tmp_path: Path) -> Any:
     return create_test_app(
-        plugins=[builtin(nexus.plugins.database, DatabasePlugin), Notes(), Echo()],
+        plugins=[builtin_plugin(DatabasePlugin), Notes(), Echo()],
         config={
             "data_dir": str(tmp_path),
             "plugins": {"database": {"url": url, "connect_timeout": 2, "health_timeout": 1}},

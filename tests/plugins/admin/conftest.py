@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -16,7 +15,7 @@ from fastapi import APIRouter
 
 from nexus import Plugin, PluginContext
 from nexus.http.app import NexusApp
-from nexus.kernel import PluginSource, inline_plugin
+from nexus.kernel import PluginSource
 from nexus.plugins.admin import AdminPlugin
 from nexus.plugins.audit import AuditPlugin
 from nexus.plugins.auth import AUTH, Auth
@@ -24,6 +23,7 @@ from nexus.plugins.auth.plugin import AuthPlugin
 from nexus.plugins.database import DatabasePlugin
 from nexus.plugins.monitoring import MonitoringPlugin
 from nexus.testing import create_test_app, serve
+from tests.conftest import builtin_plugin
 
 #: Cheap argon2id parameters, so tests hash in microseconds rather than tenths of a second.
 FAST_HASHING = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -41,8 +41,7 @@ _PLUGINS: dict[str, Callable[[], Plugin]] = {
 
 def builtin(name: str) -> PluginSource:
     """A built-in plugin with its real manifest.json, served inline (no entry-point scan)."""
-    package = Path(__file__).parents[3] / "src" / "nexus" / "plugins" / name
-    return inline_plugin(json.loads((package / "manifest.json").read_text()), _PLUGINS[name])
+    return builtin_plugin(_PLUGINS[name])
 
 
 class Probe(Plugin):
